@@ -1,0 +1,55 @@
+import NIOCore
+
+extension WebSocketClient {
+    /// The client's options, named and defaulted as WebSocket-Node's `WebSocketClient` config.
+    public struct Configuration: Sendable {
+        /// The largest frame accepted (1009 beyond it). Default 1 MiB.
+        public var maxReceivedFrameSize = 0x100000
+        /// The largest message accepted (1009 beyond it). Default 8 MiB.
+        public var maxReceivedMessageSize = 0x800000
+        /// The most fragments one message may have. Default 131072.
+        public var maxFragmentsPerMessage = 131_072
+        /// Whether outgoing messages over `fragmentationThreshold` are split. Default true.
+        public var fragmentOutgoingMessages = true
+        /// The frame size outgoing messages are split at. Default 16 KiB.
+        public var fragmentationThreshold = 0x4000
+        /// The protocol version to speak: 13 (default) or 8.
+        public var webSocketVersion = 13
+        /// Whether fragmented messages are assembled into one `message` event. Default true.
+        public var assembleFragments = true
+        /// How long `close()` waits for the server's close frame, and after the close handshake
+        /// for the server to close the TCP connection. Default 5 s.
+        public var closeTimeout: Duration = .seconds(5)
+        /// Whether Nagle's algorithm is disabled (TCP_NODELAY). Default true.
+        public var disableNagleAlgorithm = true
+        /// How long the TCP connect plus the opening handshake may take. Default 10 s.
+        public var handshakeTimeout: Duration = .seconds(10)
+        /// Whether to send keepalive pings (off by default on the client).
+        public var keepalive = false
+        /// Silence before a keepalive ping. Default 20 s.
+        public var keepaliveInterval: Duration = .seconds(20)
+        /// Whether a server that does not answer a keepalive ping in time is dropped. Default true.
+        public var dropConnectionOnKeepaliveTimeout = true
+        /// Time allowed for an answer after a keepalive ping was written. Default 10 s.
+        public var keepaliveGracePeriod: Duration = .seconds(10)
+
+        /// The defaults above.
+        public init() {}
+
+        var connectionOptions: WebSocketConnectionOptions {
+            WebSocketConnectionOptions(
+                maxReceivedFrameSize: maxReceivedFrameSize,
+                maxReceivedMessageSize: maxReceivedMessageSize,
+                maxFragmentsPerMessage: maxFragmentsPerMessage,
+                fragmentOutgoingMessages: fragmentOutgoingMessages,
+                fragmentationThreshold: fragmentationThreshold,
+                assembleFragments: assembleFragments,
+                closeTimeout: TimeAmount(closeTimeout),
+                keepalive: keepalive,
+                keepaliveInterval: TimeAmount(keepaliveInterval),
+                dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
+                keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
+                useNativeKeepalive: false)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+/// An error from a WebSocket operation, with a message a person can act on.
+///
+/// A struct around a private code so that new cases never break users; compare with the static
+/// members (`error.code == .notConnected`).
+public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A stable identifier of the kind of error.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        let raw: String
+        /// The connection is closing or closed; nothing more can be sent.
+        public static let notConnected = Code(raw: "notConnected")
+        /// A ping, pong or close payload over the 125 bytes a control frame may carry.
+        public static let controlFrameTooLarge = Code(raw: "controlFrameTooLarge")
+        /// A close code that may not be sent on the wire.
+        public static let invalidCloseCode = Code(raw: "invalidCloseCode")
+        /// The peer broke the protocol (the connection was failed with a close code).
+        public static let protocolViolation = Code(raw: "protocolViolation")
+        /// The opening handshake failed (client side: see the message for the cause).
+        public static let handshakeFailed = Code(raw: "handshakeFailed")
+        /// A URL that cannot be connected to.
+        public static let invalidURL = Code(raw: "invalidURL")
+        /// A TCP connection could not be established (refused, unreachable, DNS).
+        public static let connectionFailed = Code(raw: "connectionFailed")
+        /// An operation did not finish within its time limit.
+        public static let timeout = Code(raw: "timeout")
+        /// The operation was cancelled (for example by `abort()`).
+        public static let aborted = Code(raw: "aborted")
+        /// The connection was accepted or rejected already.
+        public static let alreadyDecided = Code(raw: "alreadyDecided")
+        /// An argument that is not acceptable (see the message).
+        public static let invalidArgument = Code(raw: "invalidArgument")
+        public var description: String { raw }
+    }
+
+    /// What kind of error this is.
+    public var code: Code
+    /// What happened, in words.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,114 @@
+import NIOHTTP1
+
+/// The rules of the opening handshake shared by both ends (RFC 6455 §4).
+public enum WebSocketHandshake {
+    /// The GUID appended to the key before hashing (RFC 6455 §1.3).
+    static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    /// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key`.
+    public static func acceptValue(forKey key: String) -> String {
+        Base64.encode(SHA1.hash(Array((key + guid).utf8)))
+    }
+
+    /// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64-encoded.
+    public static func makeKey() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<16).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        return Base64.encode(bytes)
+    }
+
+    /// Whether a `Sec-WebSocket-Key` is well formed: base64 of exactly 16 bytes.
+    public static func isValidKey(_ key: String) -> Bool {
+        Base64.decode(key)?.count == 16
+    }
+
+    /// The comma-separated tokens of every `name` header, trimmed, empty ones dropped.
+    static func tokens(_ headers: HTTPHeaders, _ name: String) -> [Substring] {
+        headers[name].flatMap { $0.split(separator: ",") }.map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+    }
+
+    /// Whether a comma-separated header `name` contains `token` (case-insensitively).
+    static func headerContainsToken(_ headers: HTTPHeaders, _ name: String, _ token: String) -> Bool {
+        tokens(headers, name).contains { $0.lowercased() == token }
+    }
+}
+
+/// An extension as named in `Sec-WebSocket-Extensions`: a name and its parameters.
+public struct WebSocketExtension: Sendable, Hashable, CustomStringConvertible {
+    /// One `name[=value]` parameter.
+    public struct Parameter: Sendable, Hashable {
+        public var name: String
+        public var value: String?
+        public init(name: String, value: String? = nil) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    /// The extension token, e.g. `permessage-deflate`.
+    public var name: String
+    /// The parameters in the order given.
+    public var parameters: [Parameter]
+
+    public init(name: String, parameters: [Parameter] = []) {
+        self.name = name
+        self.parameters = parameters
+    }
+
+    /// The header form, e.g. `permessage-deflate; client_max_window_bits`.
+    public var description: String {
+        ([name] + parameters.map { p in p.value.map { "\(p.name)=\($0)" } ?? p.name }).joined(separator: "; ")
+    }
+
+    /// Parses every `Sec-WebSocket-Extensions` value: `ext; p; p=v, ext2`. Quoted values are
+    /// unquoted. Malformed items are skipped.
+    public static func parse(_ values: [String]) -> [WebSocketExtension] {
+        var result: [WebSocketExtension] = []
+        for value in values {
+            for item in splitOutsideQuotes(value, separator: ",") {
+                let parts = splitOutsideQuotes(item, separator: ";").map { $0.trimmingSpaces() }
+                guard let name = parts.first, !name.isEmpty else { continue }
+                var parameters: [Parameter] = []
+                for part in parts.dropFirst() where !part.isEmpty {
+                    if let eq = part.firstIndex(of: "=") {
+                        var v = part[part.index(after: eq)...].trimmingSpaces()
+                        if v.count >= 2 && v.first == "\"" && v.last == "\"" { v = v.dropFirst().dropLast() }
+                        parameters.append(Parameter(name: String(part[..<eq].trimmingSpaces()), value: String(v)))
+                    } else {
+                        parameters.append(Parameter(name: String(part)))
+                    }
+                }
+                result.append(WebSocketExtension(name: String(name), parameters: parameters))
+            }
+        }
+        return result
+    }
+
+    private static func splitOutsideQuotes(_ s: some StringProtocol, separator: Character) -> [Substring] {
+        var parts: [Substring] = []
+        var inQuotes = false
+        let str = Substring(s)
+        var start = str.startIndex
+        var i = str.startIndex
+        while i < str.endIndex {
+            let c = str[i]
+            if c == "\"" { inQuotes.toggle() }
+            if c == separator && !inQuotes {
+                parts.append(str[start..<i])
+                start = str.index(after: i)
+            }
+            i = str.index(after: i)
+        }
+        parts.append(str[start...])
+        return parts
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> Substring {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return s
+    }
+}

@@ -1,0 +1,326 @@
+import NIOCore
+
+/// The receiving half of the sans-I/O protocol core: bytes go in, protocol events come out.
+///
+/// It never touches a socket, so it is tested, fuzzed and reused (TCP, TLS, a test harness)
+/// with plain values. It parses frame headers across arbitrary splits of the input, checks
+/// every rule of RFC 6455 §5 that a receiver must, enforces the size limits against the header
+/// *before* any payload is buffered, streams payload bytes straight from the input into the
+/// message buffer while unmasking them, and validates text as it arrives so that invalid UTF-8
+/// fails the connection at the first bad byte.
+///
+/// After it reports a failure or the peer's close frame it consumes and ignores all input.
+struct WebSocketReceiver {
+    /// What the receiver found in the input.
+    enum Event: Equatable {
+        /// A complete message (always for single-frame messages; for fragmented ones only when
+        /// assembling fragments).
+        case message(WebSocketMessage)
+        /// A data frame, when fragments are not assembled.
+        case frame(WebSocketFrame)
+        /// A ping with its payload.
+        case ping(ByteBuffer)
+        /// A pong with its payload.
+        case pong(ByteBuffer)
+        /// The peer's close frame, validated: its code (1005 when it carried none) and reason.
+        case close(code: Int, reason: String)
+        /// The peer broke the protocol; fail the connection with the error's close code.
+        case failure(WebSocketProtocolError)
+    }
+
+    /// The receiving limits and switches.
+    struct Options {
+        /// Server: every frame must be masked. Client: no frame may be.
+        var expectMaskedFrames: Bool
+        var maxFrameSize: Int
+        var maxMessageSize: Int
+        var maxFragments: Int
+        var assembleFragments: Bool
+        /// RSV bits (0x40, 0x20, 0x10 as in the first header byte) that negotiated extensions own.
+        var allowedRSVBits: UInt8 = 0
+    }
+
+    private enum State {
+        case header
+        case payload
+        case done
+    }
+
+    var options: Options
+    private var state = State.header
+    private let allocator = ByteBufferAllocator()
+
+    /// Header bytes of a header split across inputs (at most 14).
+    private var headerStash: [UInt8] = []
+
+    // The frame being received.
+    private var header = WebSocketFrameHeader(fin: true, opcode: .binary, payloadLength: 0)
+    private var remaining = 0
+    private var maskOffset = 0
+    private var frameBuffer = ByteBuffer()
+
+    // The data message being received.
+    private var messageOpcode: WebSocketOpcode?
+    private var messageBuffer = ByteBuffer()
+    private var messageLength = 0
+    private var fragmentCount = 0
+    private var utf8 = UTF8Validator()
+    /// Whether the message being received is text that is validated as it arrives.
+    private var validatingText = false
+
+    /// A second event produced by the same frame, returned by the next call.
+    private var pending: Event?
+
+    init(options: Options) {
+        self.options = options
+    }
+
+    /// Whether the receiver has stopped (failure or close frame seen).
+    var isDone: Bool {
+        if case .done = state { return true }
+        return false
+    }
+
+    /// Consumes input from `buffer` until it has an event to report, or the input is used up
+    /// (then `nil`; call again with more input).
+    mutating func next(from buffer: inout ByteBuffer) -> Event? {
+        if let event = pending {
+            pending = nil
+            return event
+        }
+        while true {
+            switch state {
+            case .done:
+                buffer.moveReaderIndex(to: buffer.writerIndex)
+                return nil
+            case .header:
+                let parsed: WebSocketFrameHeader?
+                do {
+                    parsed = try readHeader(from: &buffer)
+                } catch {
+                    return fail(error)
+                }
+                guard let parsed else { return nil }
+                if let error = startFrame(parsed) { return fail(error) }
+                if remaining == 0, let event = finishFrame() { return event }
+            case .payload:
+                let count = min(remaining, buffer.readableBytes)
+                guard count > 0 else { return nil }
+                if let error = consumePayload(from: &buffer, count: count) { return fail(error) }
+                if remaining == 0, let event = finishFrame() { return event }
+            }
+        }
+    }
+
+    // MARK: - Header
+
+    private mutating func readHeader(from buffer: inout ByteBuffer) throws(WebSocketProtocolError) -> WebSocketFrameHeader? {
+        if headerStash.isEmpty {
+            if let header = try WebSocketFrameHeader.parse(from: &buffer) { return header }
+            headerStash.append(contentsOf: buffer.readableBytesView)
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            return nil
+        }
+        // Complete the stashed header byte by byte count: first up to 2 bytes, then the rest.
+        while true {
+            let needed = headerStash.count < 2 ? 2 : WebSocketFrameHeader.requiredLength(firstTwo: headerStash[1])
+            if headerStash.count >= needed {
+                var stashed = allocator.buffer(bytes: headerStash)
+                headerStash.removeAll(keepingCapacity: true)
+                return try WebSocketFrameHeader.parse(from: &stashed)
+            }
+            let take = min(needed - headerStash.count, buffer.readableBytes)
+            guard take > 0 else { return nil }
+            headerStash.append(contentsOf: buffer.readableBytesView.prefix(take))
+            buffer.moveReaderIndex(forwardBy: take)
+        }
+    }
+
+    /// Checks a new frame's header against the protocol and the limits and prepares to receive
+    /// its payload.
+    private mutating func startFrame(_ header: WebSocketFrameHeader) -> WebSocketProtocolError? {
+        let opcode = header.opcode
+        guard opcode.isDefined else {
+            return WebSocketProtocolError(.protocolError, "Unknown opcode \(opcode.rawValue)")
+        }
+        let rsv: UInt8 = (header.rsv1 ? 0x40 : 0) | (header.rsv2 ? 0x20 : 0) | (header.rsv3 ? 0x10 : 0)
+        if rsv & ~options.allowedRSVBits != 0 {
+            return WebSocketProtocolError(.protocolError, "Reserved bits set without a negotiated extension")
+        }
+        if options.expectMaskedFrames != (header.maskingKey != nil) {
+            return WebSocketProtocolError(
+                .protocolError,
+                options.expectMaskedFrames ? "Received an unmasked frame from a client" : "Received a masked frame from a server")
+        }
+        if header.payloadLength > UInt64(options.maxFrameSize) {
+            return WebSocketProtocolError(
+                .messageTooBig, "Frame size of \(header.payloadLength) bytes exceeds maximum accepted frame size of \(options.maxFrameSize)")
+        }
+        let length = Int(header.payloadLength)
+        if opcode.isControl {
+            if !header.fin {
+                return WebSocketProtocolError(.protocolError, "Control frames must not be fragmented")
+            }
+            if length > 125 {
+                return WebSocketProtocolError(.protocolError, "Control frame payload of \(length) bytes exceeds 125")
+            }
+            frameBuffer = allocator.buffer(capacity: length)
+        } else {
+            if opcode == .continuation {
+                guard messageOpcode != nil else {
+                    return WebSocketProtocolError(.protocolError, "Continuation frame without a message to continue")
+                }
+            } else {
+                if messageOpcode != nil {
+                    return WebSocketProtocolError(.protocolError, "New data frame while a fragmented message is incomplete")
+                }
+                messageOpcode = opcode
+                messageLength = 0
+                fragmentCount = 0
+                validatingText = opcode == .text
+                utf8.reset()
+                if options.assembleFragments {
+                    messageBuffer = allocator.buffer(capacity: length)
+                }
+            }
+            fragmentCount += 1
+            if fragmentCount > options.maxFragments {
+                return WebSocketProtocolError(
+                    .messageTooBig, "Message has more than \(options.maxFragments) fragments")
+            }
+            if options.assembleFragments {
+                if messageLength + length > options.maxMessageSize {
+                    return WebSocketProtocolError(
+                        .messageTooBig,
+                        "Message size of at least \(messageLength + length) bytes exceeds maximum accepted message size of \(options.maxMessageSize)")
+                }
+            } else {
+                frameBuffer = allocator.buffer(capacity: length)
+            }
+            messageLength += length
+        }
+        self.header = header
+        remaining = length
+        maskOffset = 0
+        state = .payload
+        return nil
+    }
+
+    // MARK: - Payload
+
+    /// Moves `count` payload bytes from the input to their destination, unmasking them on the
+    /// way, and validates text bytes as they land.
+    private mutating func consumePayload(from buffer: inout ByteBuffer, count: Int) -> WebSocketProtocolError? {
+        let input = buffer.readableBytesView.prefix(count)
+        let isDataToMessage = !header.opcode.isControl && options.assembleFragments
+        let start: Int
+        if isDataToMessage {
+            start = messageBuffer.writerIndex
+            messageBuffer.writeMaskedPayload(input, key: header.maskingKey, offset: maskOffset)
+        } else {
+            start = frameBuffer.writerIndex
+            frameBuffer.writeMaskedPayload(input, key: header.maskingKey, offset: maskOffset)
+        }
+        buffer.moveReaderIndex(forwardBy: count)
+        maskOffset &+= count
+        remaining -= count
+        if validatingText && !header.opcode.isControl {
+            let target = isDataToMessage ? messageBuffer : frameBuffer
+            let valid = target.withUnsafeReadableBytes { raw in
+                utf8.validate(UnsafeRawBufferPointer(rebasing: raw[(start - target.readerIndex)...]))
+            }
+            if !valid {
+                return WebSocketProtocolError(.invalidData, "Invalid UTF-8 in a text message")
+            }
+        }
+        return nil
+    }
+
+    /// The frame's payload is complete: produce its event, if any.
+    private mutating func finishFrame() -> Event? {
+        state = .header
+        let opcode = header.opcode
+        if opcode.isControl {
+            let payload = frameBuffer
+            frameBuffer = ByteBuffer()
+            switch opcode {
+            case .ping: return .ping(payload)
+            case .pong: return .pong(payload)
+            default: return parseClose(payload)
+            }
+        }
+        if header.fin && validatingText && !utf8.isComplete {
+            return fail(WebSocketProtocolError(.invalidData, "Text message ends inside a UTF-8 sequence"))
+        }
+        if options.assembleFragments {
+            guard header.fin, let messageOpcode else { return nil }
+            let payload = messageBuffer
+            messageBuffer = ByteBuffer()
+            self.messageOpcode = nil
+            return .message(makeMessage(messageOpcode, payload))
+        }
+        let frame = WebSocketFrame(
+            fin: header.fin, rsv1: header.rsv1, rsv2: header.rsv2, rsv3: header.rsv3,
+            mask: header.maskingKey != nil, maskingKey: header.maskingKey,
+            opcode: opcode, binaryPayload: frameBuffer)
+        frameBuffer = ByteBuffer()
+        if header.fin {
+            let singleFrame = fragmentCount == 1
+            let messageOpcode = self.messageOpcode!
+            self.messageOpcode = nil
+            if singleFrame {
+                pending = .message(makeMessage(messageOpcode, frame.binaryPayload))
+            }
+        }
+        return .frame(frame)
+    }
+
+    private func makeMessage(_ opcode: WebSocketOpcode, _ payload: ByteBuffer) -> WebSocketMessage {
+        if opcode == .text {
+            return .utf8(String(decoding: payload.readableBytesView, as: UTF8.self))
+        }
+        return .binary(payload)
+    }
+
+    private mutating func parseClose(_ payload: ByteBuffer) -> Event {
+        var payload = payload
+        switch payload.readableBytes {
+        case 0:
+            state = .done
+            return .close(code: WebSocketCloseReason.notProvided, reason: "")
+        case 1:
+            return fail(WebSocketProtocolError(.protocolError, "Close frame with a 1-byte payload"))
+        default:
+            let code = Int(payload.readInteger(as: UInt16.self)!)
+            guard WebSocketCloseReason.isValidOnWire(code) else {
+                return fail(WebSocketProtocolError(.protocolError, "Invalid close code \(code)"))
+            }
+            guard UTF8Validator.isValid(payload.readableBytesView) else {
+                return fail(WebSocketProtocolError(.invalidData, "Invalid UTF-8 in the close reason"))
+            }
+            state = .done
+            return .close(code: code, reason: String(decoding: payload.readableBytesView, as: UTF8.self))
+        }
+    }
+
+    private mutating func fail(_ error: WebSocketProtocolError) -> Event {
+        state = .done
+        pending = nil
+        messageBuffer = ByteBuffer()
+        frameBuffer = ByteBuffer()
+        return .failure(error)
+    }
+}
+
+extension WebSocketReceiver.Event {
+    /// The application payload an event carries, for accounting.
+    var payloadSize: Int {
+        switch self {
+        case .message(.utf8(let string)): return string.utf8.count
+        case .message(.binary(let buffer)): return buffer.readableBytes
+        case .frame(let frame): return frame.length
+        case .ping(let data), .pong(let data): return data.readableBytes
+        case .close, .failure: return 0
+        }
+    }
+}

@@ -1,0 +1,191 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+
+/// A client's opening handshake, waiting to be accepted or rejected: the Swift counterpart of
+/// WebSocket-Node's `WebSocketRequest`.
+///
+/// The decision may be taken later, from any thread or task.
+public final class WebSocketRequest: Sendable {
+    /// The request head as received.
+    public let httpRequest: HTTPRequestHead
+    /// The `Host` header.
+    public let host: String
+    /// The request target, e.g. `/chat?room=1`.
+    public let resource: String
+    /// `resource` split into path and query.
+    public let resourceURL: WebSocketResourceURL
+    /// The peer's address: the first `X-Forwarded-For` address when the TCP peer is a trusted
+    /// proxy (unless `ignoreXForwardedFor`), else the TCP peer's.
+    public let remoteAddress: String
+    /// Every address of `X-Forwarded-For` followed by the TCP peer's.
+    public let remoteAddresses: [String]
+    /// The handshake's protocol version: 13, or 8.
+    public let webSocketVersion: Int
+    /// `Origin` (version 13) or `Sec-WebSocket-Origin` (version 8), if sent.
+    public let origin: String?
+    /// The subprotocols the client asked for, lower-cased, in its order of preference.
+    public let requestedProtocols: [String]
+    /// The extensions the client offered (when `parseExtensions`).
+    public let requestedExtensions: [WebSocketExtension]
+    /// The cookies the client sent (when `parseCookies`).
+    public let cookies: [WebSocketCookie]
+    /// The `Sec-WebSocket-Key`.
+    public let key: String
+    /// The underlying channel.
+    public let socket: Channel
+
+    let server: WebSocketServer
+    private let handshake: NIOLoopBound<WebSocketServerHandshakeHandler>
+    private let decided = NIOLockedValueBox(false)
+    let acceptedHandlers = WebSocketEventHandlers<WebSocketConnection>()
+    let rejectedHandlers = WebSocketEventHandlers<Void>()
+
+    init(
+        head: HTTPRequestHead, version: Int, key: String, channel: Channel, server: WebSocketServer,
+        handshake: WebSocketServerHandshakeHandler
+    ) {
+        let configuration = server.configuration
+        self.httpRequest = head
+        self.host = head.headers.first(name: "host") ?? ""
+        self.resource = head.uri
+        self.resourceURL = WebSocketResourceURL(head.uri)
+        self.webSocketVersion = version
+        self.key = key
+        self.socket = channel
+        self.server = server
+        self.handshake = NIOLoopBound(handshake, eventLoop: channel.eventLoop)
+        self.origin = version == 8 ? head.headers.first(name: "sec-websocket-origin") : head.headers.first(name: "origin")
+        self.requestedProtocols = WebSocketHandshake.tokens(head.headers, "sec-websocket-protocol").map { $0.lowercased() }
+        self.requestedExtensions =
+            configuration.parseExtensions ? WebSocketExtension.parse(head.headers["sec-websocket-extensions"]) : []
+        self.cookies = configuration.parseCookies ? head.headers["cookie"].flatMap(WebSocketCookie.parse) : []
+
+        let peer = channel.remoteAddress?.ipAddress ?? ""
+        let forwarded = WebSocketHandshake.tokens(head.headers, "x-forwarded-for").map(String.init)
+        self.remoteAddresses = forwarded + [peer]
+        if !configuration.ignoreXForwardedFor, let first = forwarded.first, configuration.trustedProxies.contains(peer) {
+            self.remoteAddress = first
+        } else {
+            self.remoteAddress = peer
+        }
+    }
+
+    /// Registers a handler for `requestAccepted`, with the new connection.
+    @discardableResult
+    public func onRequestAccepted(_ handler: @escaping @Sendable (WebSocketConnection) -> Void) -> WebSocketHandlerToken {
+        acceptedHandlers.add(handler)
+    }
+
+    /// Registers a handler for `requestRejected`.
+    @discardableResult
+    public func onRequestRejected(_ handler: @escaping @Sendable () -> Void) -> WebSocketHandlerToken {
+        rejectedHandlers.add { _ in handler() }
+    }
+
+    /// Accepts the handshake: answers 101 with `Sec-WebSocket-Accept`, the chosen `protocol`
+    /// (which must be one the client requested, compared case-insensitively; `nil` for none),
+    /// `origin` echoed back, and a `Set-Cookie` line per cookie. Returns the connection.
+    ///
+    /// Throws for a protocol the client did not request, an invalid or duplicate cookie, or a
+    /// request already decided; the request stays undecided in the first two cases.
+    @discardableResult
+    public func accept(protocol: String? = nil, origin: String? = nil, cookies: [WebSocketCookie] = []) throws -> WebSocketConnection {
+        let chosen = `protocol`?.lowercased()
+        if let chosen, !requestedProtocols.contains(chosen) {
+            throw WebSocketError(.invalidArgument, "Specified protocol \"\(chosen)\" was not requested by the client (it asked for \(requestedProtocols))")
+        }
+        var seen = Set<String>()
+        for cookie in cookies {
+            try cookie.validate()
+            guard seen.insert(cookie.name).inserted else {
+                throw WebSocketError(.invalidArgument, "Duplicate cookie name \"\(cookie.name)\"")
+            }
+        }
+        try markDecided()
+        var response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        response += "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n"
+        if let chosen { response += "Sec-WebSocket-Protocol: \(chosen)\r\n" }
+        if let origin {
+            let clean = origin.filter { $0 != "\r" && $0 != "\n" }
+            response += webSocketVersion == 8 ? "Sec-WebSocket-Origin: \(clean)\r\n" : "Origin: \(clean)\r\n"
+        }
+        for cookie in cookies { response += "Set-Cookie: \(cookie.setCookieValue)\r\n" }
+        response += "\r\n"
+
+        let connection = WebSocketConnection(
+            channel: socket, role: .server, options: server.configuration.connectionOptions, protocol: chosen,
+            extensions: [], remoteAddress: remoteAddress, webSocketVersion: webSocketVersion, logger: server.logger)
+        let bytes = response
+        let execute: @Sendable () -> Void = {
+            self.handshake.value.switchToWebSocket(connection: connection, response: bytes)
+            self.acceptedHandlers.emit(connection)
+        }
+        if socket.eventLoop.inEventLoop { execute() } else { socket.eventLoop.execute(execute) }
+        return connection
+    }
+
+    /// Rejects the handshake: answers `status` (default 403) with `reason` in
+    /// `X-WebSocket-Reject-Reason` and `extraHeaders`, then closes the socket.
+    public func reject(status: Int = 403, reason: String? = nil, extraHeaders: [String: String] = [:]) {
+        guard (try? markDecided()) != nil else { return }
+        let execute: @Sendable () -> Void = {
+            self.handshake.value.reject(status: status, reason: reason, extraHeaders: extraHeaders)
+            self.rejectedHandlers.emit(())
+        }
+        if socket.eventLoop.inEventLoop { execute() } else { socket.eventLoop.execute(execute) }
+    }
+
+    private func markDecided() throws {
+        try decided.withLockedValue { decided in
+            guard !decided else { throw WebSocketError(.alreadyDecided, "This request was already accepted or rejected") }
+            decided = true
+        }
+    }
+}
+
+/// A request target split into its path and query parameters.
+public struct WebSocketResourceURL: Sendable, Hashable {
+    /// The path, e.g. `/chat`.
+    public var path: String
+    /// The raw query after `?`, if any.
+    public var query: String?
+    /// The query parameters, percent-decoded, in order (a name may repeat).
+    public var queryItems: [(name: String, value: String)] {
+        guard let query else { return [] }
+        return query.split(separator: "&").map { item in
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (Self.decode(parts[0]), parts.count > 1 ? Self.decode(parts[1]) : "")
+        }
+    }
+
+    public init(_ resource: String) {
+        if let q = resource.firstIndex(of: "?") {
+            path = String(resource[..<q])
+            query = String(resource[resource.index(after: q)...])
+        } else {
+            path = resource
+            query = nil
+        }
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { lhs.path == rhs.path && lhs.query == rhs.query }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(path)
+        hasher.combine(query)
+    }
+
+    private static func decode(_ s: Substring) -> String {
+        var bytes: [UInt8] = []
+        var utf8 = Array(s.utf8)[...]
+        while let c = utf8.popFirst() {
+            if c == UInt8(ascii: "%"), utf8.count >= 2, let v = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
+                bytes.append(v)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(c == UInt8(ascii: "+") ? UInt8(ascii: " ") : c)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,188 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A WebSocket server: listens for HTTP upgrade requests, emits `request` for each, and keeps
+/// track of the open connections. The Swift counterpart of WebSocket-Node's
+/// `WebSocketServer`, with its own embedded HTTP/1.1 listener (Node's `http.createServer`).
+///
+/// ```swift
+/// let server = WebSocketServer(configuration: .init())
+/// server.onRequest { request in
+///     let connection = try? request.accept(protocol: request.requestedProtocols.first)
+///     connection?.onMessage { message in connection?.send(message) }
+/// }
+/// let address = try await server.listen(host: "127.0.0.1", port: 8080)
+/// ```
+public final class WebSocketServer: Sendable {
+    /// The server's options.
+    public let configuration: Configuration
+    /// The event loop group listeners and connections run on.
+    public let eventLoopGroup: any EventLoopGroup
+    /// Where the server logs.
+    public let logger: Logger
+
+    private struct State {
+        var listeners: [Channel] = []
+        var connections: [ObjectIdentifier: WebSocketConnection] = [:]
+        var httpHandler: PlainHTTPHandler?
+    }
+    private let state = NIOLockedValueBox(State())
+
+    let requestHandlers = WebSocketEventHandlers<WebSocketRequest>()
+    let connectHandlers = WebSocketEventHandlers<WebSocketConnection>()
+    let closeHandlers = WebSocketEventHandlers<(WebSocketConnection, Int, String)>()
+    let upgradeErrorHandlers = WebSocketEventHandlers<any Error>()
+
+    /// A plain (non-upgrade) HTTP request handler: gets the request head and answers with a
+    /// status, extra headers and a body.
+    public typealias PlainHTTPHandler = @Sendable (HTTPRequestHead) -> (status: HTTPResponseStatus, headers: [String: String], body: String)
+
+    /// Creates a server. It listens once ``listen(host:port:)`` is called.
+    ///
+    /// - Parameters:
+    ///   - configuration: the options; WebSocket-Node's defaults unless changed.
+    ///   - eventLoopGroup: where to run; by default NIO's shared group with a thread per core.
+    ///   - logger: where to log connection events.
+    public init(
+        configuration: Configuration = Configuration(),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "websocket.server")
+    ) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+    }
+
+    // MARK: Events
+
+    /// Registers a handler for `request`: a valid upgrade request to accept or reject. Not
+    /// emitted with `autoAcceptConnections`.
+    @discardableResult
+    public func onRequest(_ handler: @escaping @Sendable (WebSocketRequest) -> Void) -> WebSocketHandlerToken {
+        requestHandlers.add(handler)
+    }
+
+    /// Registers a handler for `connect`: a connection was accepted.
+    @discardableResult
+    public func onConnect(_ handler: @escaping @Sendable (WebSocketConnection) -> Void) -> WebSocketHandlerToken {
+        connectHandlers.add(handler)
+    }
+
+    /// Registers a handler for `close(connection, reasonCode, description)`.
+    @discardableResult
+    public func onClose(_ handler: @escaping @Sendable (WebSocketConnection, Int, String) -> Void) -> WebSocketHandlerToken {
+        closeHandlers.add { handler($0.0, $0.1, $0.2) }
+    }
+
+    /// Registers a handler for `upgradeError`: a malformed upgrade request was refused.
+    @discardableResult
+    public func onUpgradeError(_ handler: @escaping @Sendable (any Error) -> Void) -> WebSocketHandlerToken {
+        upgradeErrorHandlers.add(handler)
+    }
+
+    /// Sets the handler for plain HTTP requests (not upgrades). Default: 404.
+    public func setHTTPHandler(_ handler: PlainHTTPHandler?) {
+        state.withLockedValue { $0.httpHandler = handler }
+    }
+
+    // MARK: Listening
+
+    /// Starts listening on `host:port` (port 0 picks a free one) and returns the bound address.
+    /// May be called several times to listen on several addresses.
+    @discardableResult
+    public func listen(host: String = "0.0.0.0", port: Int) async throws -> SocketAddress {
+        let nodelay = configuration.disableNagleAlgorithm
+        let channel = try await ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try WebSocketServerHandshakeHandler.install(on: channel, server: self)
+                }
+            }
+            .bind(host: host, port: port)
+            .get()
+        state.withLockedValue { $0.listeners.append(channel) }
+        guard let address = channel.localAddress else {
+            throw WebSocketError(.connectionFailed, "The listener on \(host):\(port) has no local address")
+        }
+        logger.info("WebSocket server listening", metadata: ["address": "\(address)"])
+        return address
+    }
+
+    /// The addresses the server listens on.
+    public var localAddresses: [SocketAddress] {
+        state.withLockedValue { $0.listeners.compactMap(\.localAddress) }
+    }
+
+    /// The open connections.
+    public var connections: [WebSocketConnection] {
+        state.withLockedValue { Array($0.connections.values) }
+    }
+
+    /// Closes every open connection gracefully (close code 1000).
+    public func closeAllConnections() {
+        for connection in connections {
+            try? connection.close()
+        }
+    }
+
+    /// Stops listening, closes every connection with 1001 (going away), and waits until they
+    /// are closed (each takes at most `closeTimeout`).
+    public func shutDown() async {
+        let listeners = state.withLockedValue { state -> [Channel] in
+            defer { state.listeners.removeAll() }
+            return state.listeners
+        }
+        for listener in listeners {
+            try? await listener.close()
+        }
+        let open = connections
+        for connection in open {
+            try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
+        }
+        for connection in open {
+            try? await connection.socket.closeFuture.get()
+        }
+    }
+
+    // MARK: Internals
+
+    func handleRequest(_ request: WebSocketRequest) {
+        if configuration.autoAcceptConnections {
+            _ = try? request.accept(protocol: request.requestedProtocols.first, origin: request.origin)
+            return
+        }
+        if !requestHandlers.emit(request) {
+            request.reject(status: 503, reason: "No WebSocket request handler is registered")
+        }
+    }
+
+    func handlePlainRequest(
+        _ head: HTTPRequestHead, channel: Channel,
+        respond: (HTTPResponseStatus, [String: String], String) -> Void
+    ) {
+        if let handler = state.withLockedValue({ $0.httpHandler }) {
+            let answer = handler(head)
+            respond(answer.status, answer.headers, answer.body)
+        } else {
+            respond(.notFound, [:], "Not Found")
+        }
+    }
+
+    func connectionOpened(_ connection: WebSocketConnection) {
+        let id = ObjectIdentifier(connection)
+        state.withLockedValue { $0.connections[id] = connection }
+        connection.onClose { [weak self] code, description in
+            guard let self else { return }
+            self.state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
+            self.closeHandlers.emit((connection, code, description))
+        }
+        connectHandlers.emit(connection)
+    }
+}

@@ -1,0 +1,75 @@
+import NIOCore
+
+extension WebSocketServer {
+    /// The server's options, named and defaulted as WebSocket-Node's `WebSocketServer` config.
+    public struct Configuration: Sendable {
+        /// The largest frame accepted; a bigger one closes the connection with 1009 before its
+        /// payload is buffered. Default 64 KiB.
+        public var maxReceivedFrameSize = 0x10000
+        /// The largest (assembled) message accepted; beyond it the connection closes with 1009.
+        /// Default 1 MiB.
+        public var maxReceivedMessageSize = 0x100000
+        /// The most fragments one message may have, so empty fragments cannot keep a peer's
+        /// message open forever. Default 131072 (a 4 MiB message in 32-byte fragments).
+        public var maxFragmentsPerMessage = 131_072
+        /// Whether outgoing messages over `fragmentationThreshold` are split into frames.
+        /// Default true.
+        public var fragmentOutgoingMessages = true
+        /// The frame size outgoing messages are split at. Default 16 KiB.
+        public var fragmentationThreshold = 0x4000
+        /// Whether to send pings after `keepaliveInterval` of silence. Default true.
+        public var keepalive = true
+        /// How long a connection may be silent before a keepalive ping. Default 20 s.
+        public var keepaliveInterval: Duration = .seconds(20)
+        /// Whether a peer that does not answer within `keepaliveGracePeriod` after a keepalive
+        /// ping is dropped. Default true.
+        public var dropConnectionOnKeepaliveTimeout = true
+        /// How long after a keepalive ping has been written the peer has to send anything.
+        /// Default 10 s.
+        public var keepaliveGracePeriod: Duration = .seconds(10)
+        /// Use TCP keepalive (SO_KEEPALIVE, idle time `keepaliveInterval`) instead of pings.
+        /// Default false.
+        public var useNativeKeepalive = false
+        /// Whether fragmented messages are assembled into one `message` event; when false,
+        /// each frame is a `frame` event. Default true.
+        public var assembleFragments = true
+        /// Whether connections are accepted at once (first requested protocol, any origin)
+        /// without a `request` event. Default false: decide in `onRequest`.
+        public var autoAcceptConnections = false
+        /// How long `close()` waits for the peer's close frame before closing the socket.
+        /// Default 5 s.
+        public var closeTimeout: Duration = .seconds(5)
+        /// Whether Nagle's algorithm is disabled (TCP_NODELAY), so small messages go out at
+        /// once. Default true.
+        public var disableNagleAlgorithm = true
+        /// Whether `X-Forwarded-For` is ignored for `remoteAddress`. Default false.
+        public var ignoreXForwardedFor = false
+        /// The TCP peers whose `X-Forwarded-For` is believed (beyond the original, so that a
+        /// client on the open internet cannot spoof its address). Default: the loopback
+        /// addresses, where a local reverse proxy connects from.
+        public var trustedProxies: Set<String> = ["127.0.0.1", "::1", "::ffff:127.0.0.1"]
+        /// Whether `Sec-WebSocket-Extensions` is parsed into `requestedExtensions`. Default true.
+        public var parseExtensions = true
+        /// Whether `Cookie` is parsed into `cookies`. Default true.
+        public var parseCookies = true
+
+        /// The defaults above.
+        public init() {}
+
+        var connectionOptions: WebSocketConnectionOptions {
+            WebSocketConnectionOptions(
+                maxReceivedFrameSize: maxReceivedFrameSize,
+                maxReceivedMessageSize: maxReceivedMessageSize,
+                maxFragmentsPerMessage: maxFragmentsPerMessage,
+                fragmentOutgoingMessages: fragmentOutgoingMessages,
+                fragmentationThreshold: fragmentationThreshold,
+                assembleFragments: assembleFragments,
+                closeTimeout: TimeAmount(closeTimeout),
+                keepalive: keepalive,
+                keepaliveInterval: TimeAmount(keepaliveInterval),
+                dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
+                keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
+                useNativeKeepalive: useNativeKeepalive)
+        }
+    }
+}

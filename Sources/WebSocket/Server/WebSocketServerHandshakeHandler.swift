@@ -1,0 +1,140 @@
+import NIOCore
+import NIOHTTP1
+
+/// Reads the HTTP request on a new server connection, checks the upgrade (RFC 6455 §4.2.1),
+/// hands a ``WebSocketRequest`` to the server, and on `accept` swaps the HTTP handlers for the
+/// connection's handler.
+final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let server: WebSocketServer
+    private let encoder: HTTPResponseEncoder
+    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    private var context: ChannelHandlerContext?
+    private var head: HTTPRequestHead?
+    private var finished = false
+
+    init(server: WebSocketServer, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+        self.server = server
+        self.encoder = encoder
+        self.decoder = decoder
+    }
+
+    /// Adds the HTTP/1.1 handlers and the handshake handler to a fresh server channel.
+    static func install(on channel: Channel, server: WebSocketServer) throws {
+        let encoder = HTTPResponseEncoder()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+        let handshake = WebSocketServerHandshakeHandler(server: server, encoder: encoder, decoder: decoder)
+        try channel.pipeline.syncOperations.addHandlers([encoder, decoder, handshake])
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !finished else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body:
+            break
+        case .end:
+            guard let head else { return }
+            finished = true
+            handleRequest(head, context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard !finished else {
+            context.close(promise: nil)
+            return
+        }
+        finished = true
+        let error = WebSocketError(.handshakeFailed, "Malformed HTTP request: \(error)")
+        server.upgradeErrorHandlers.emit(error)
+        respond(status: .badRequest, headers: [:], body: "Bad Request")
+    }
+
+    private func handleRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let headers = head.headers
+        guard WebSocketHandshake.headerContainsToken(headers, "upgrade", "websocket") else {
+            server.handlePlainRequest(head, channel: context.channel) { status, headers, body in
+                self.respond(status: status, headers: headers, body: body)
+            }
+            return
+        }
+        func fail(_ message: String) {
+            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, message))
+            respond(status: .badRequest, headers: [:], body: message)
+        }
+        guard head.method == .GET else { return fail("WebSocket upgrade must use GET, not \(head.method)") }
+        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
+            return fail("WebSocket upgrade needs HTTP/1.1 or later")
+        }
+        guard headers.first(name: "host") != nil else { return fail("Missing Host header") }
+        guard WebSocketHandshake.headerContainsToken(headers, "connection", "upgrade") else {
+            return fail("Connection header does not contain \"upgrade\"")
+        }
+        guard let versionValue = headers.first(name: "sec-websocket-version") else {
+            return fail("Missing Sec-WebSocket-Version header")
+        }
+        guard let version = Int(versionValue.trimmingSpaces()), version == 13 || version == 8 else {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "Unsupported WebSocket version \(versionValue); 13 and 8 are supported"))
+            respond(status: .upgradeRequired, headers: ["Sec-WebSocket-Version": "13, 8"], body: "Unsupported WebSocket version")
+            return
+        }
+        guard let key = headers.first(name: "sec-websocket-key")?.trimmingSpaces(), WebSocketHandshake.isValidKey(String(key)) else {
+            return fail("Missing or malformed Sec-WebSocket-Key header")
+        }
+        let request = WebSocketRequest(
+            head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
+        server.handleRequest(request)
+    }
+
+    /// Answers with a plain HTTP response and closes the connection.
+    func respond(status: HTTPResponseStatus, headers extra: [String: String], body: String) {
+        guard let context, context.channel.isActive else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Connection", value: "close")
+        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if !body.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    func reject(status: Int, reason: String?, extraHeaders: [String: String]) {
+        var headers = extraHeaders
+        if let reason {
+            headers["X-WebSocket-Reject-Reason"] = reason.filter { $0 != "\r" && $0 != "\n" }
+        }
+        let status = HTTPResponseStatus(statusCode: status)
+        respond(status: status, headers: headers, body: status.reasonPhrase)
+    }
+
+    /// Writes the 101 response and replaces the HTTP handlers with the connection's handler.
+    func switchToWebSocket(connection: WebSocketConnection, response: String) {
+        guard let context else { return }
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(connection.channelHandler)
+            _ = pipeline.removeHandler(encoder)
+            context.channel.writeAndFlush(ByteBuffer(string: response), promise: nil)
+            _ = pipeline.removeHandler(context: context)
+            _ = pipeline.removeHandler(decoder)
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        server.connectionOpened(connection)
+    }
+}
