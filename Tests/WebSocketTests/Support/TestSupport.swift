@@ -1,0 +1,98 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import WebSocket
+
+/// A failure of a bounded wait in a test.
+struct TestTimeout: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Runs `body`, failing with ``TestTimeout`` after `seconds`. Every wait in these tests is bounded.
+func withTimeout<T: Sendable>(
+    _ seconds: Double, _ what: String = "operation", _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            throw TestTimeout(what: what)
+        }
+        let result = try await group.next()!
+        group.cancelAll()
+        return result
+    }
+}
+
+/// A one-shot value that a callback fills and a test awaits (with a timeout).
+final class Expectation<Value: Sendable>: Sendable {
+    private let stream: AsyncStream<Value>
+    private let continuation: AsyncStream<Value>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: Value.self)
+    }
+
+    func fulfill(_ value: Value) { continuation.yield(value) }
+
+    /// The next value fulfilled, waiting at most `seconds`.
+    func value(_ seconds: Double = 5, _ what: String = "event") async throws -> Value {
+        let stream = self.stream
+        return try await withTimeout(seconds, what) {
+            for await value in stream { return value }
+            throw TestTimeout(what: what)
+        }
+    }
+
+    /// Every value fulfilled within `seconds` (for checking that something happened only once).
+    func values(during seconds: Double) async -> [Value] {
+        let stream = self.stream
+        let collected = Collected<Value>()
+        let task = Task {
+            for await value in stream { collected.append(value) }
+        }
+        try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+        task.cancel()
+        return collected.all
+    }
+}
+
+final class Collected<Value: Sendable>: Sendable {
+    private let box = NIOLockedValueBox<[Value]>([])
+    func append(_ value: Value) { box.withLockedValue { $0.append(value) } }
+    var all: [Value] { box.withLockedValue { $0 } }
+}
+
+/// A server on 127.0.0.1 with a free port, for one test.
+struct TestServer {
+    let server: WebSocketServer
+    let port: Int
+    var url: String { "ws://127.0.0.1:\(port)/" }
+
+    static func start(
+        _ configure: (inout WebSocketServer.Configuration) -> Void = { _ in },
+        setup: (WebSocketServer) -> Void = { _ in }
+    ) async throws -> TestServer {
+        var configuration = WebSocketServer.Configuration()
+        configure(&configuration)
+        let server = WebSocketServer(configuration: configuration)
+        setup(server)
+        let address = try await server.listen(host: "127.0.0.1", port: 0)
+        return TestServer(server: server, port: address.port!)
+    }
+
+    /// An echo server accepting every request.
+    static func echo(_ configure: (inout WebSocketServer.Configuration) -> Void = { _ in }) async throws -> TestServer {
+        try await start(configure) { server in
+            server.onRequest { request in
+                guard let connection = try? request.accept(protocol: request.requestedProtocols.first, origin: request.origin) else { return }
+                connection.onMessage { connection.send($0) }
+            }
+        }
+    }
+
+    func stop() async { await server.shutDown() }
+}
