@@ -289,6 +289,8 @@ public final class WebSocketConnection: Sendable {
         guard text.utf8.count <= 123 else {
             throw WebSocketError(.controlFrameTooLarge, "Close description is \(text.utf8.count) bytes; at most 123 fit in a close frame")
         }
+        // Like the original, the connection counts as closing from this call on.
+        markClosing(code: reasonCode, description: text)
         onLoop { $0.close(code: reasonCode, description: text) }
     }
 
@@ -297,6 +299,7 @@ public final class WebSocketConnection: Sendable {
     /// `skipCloseFrame` closes the socket without sending a close frame.
     public func drop(reasonCode: Int = WebSocketCloseReason.protocolError, description: String? = nil, skipCloseFrame: Bool = false) {
         let text = description ?? WebSocketCloseReason.description(for: reasonCode)
+        markClosing(code: reasonCode, description: text)
         onLoop { $0.drop(code: reasonCode, description: text, skipCloseFrame: skipCloseFrame) }
     }
 

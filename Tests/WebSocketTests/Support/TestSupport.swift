@@ -27,36 +27,32 @@ func withTimeout<T: Sendable>(
     }
 }
 
-/// A one-shot value that a callback fills and a test awaits (with a timeout).
+/// Values that callbacks deliver and a test awaits in order, each wait bounded.
 final class Expectation<Value: Sendable>: Sendable {
-    private let stream: AsyncStream<Value>
-    private let continuation: AsyncStream<Value>.Continuation
+    private let queue = NIOLockedValueBox<[Value]>([])
 
-    init() {
-        (stream, continuation) = AsyncStream.makeStream(of: Value.self)
-    }
+    init() {}
 
-    func fulfill(_ value: Value) { continuation.yield(value) }
+    func fulfill(_ value: Value) { queue.withLockedValue { $0.append(value) } }
 
-    /// The next value fulfilled, waiting at most `seconds`.
+    /// The next value delivered (in order), waiting at most `seconds`.
     func value(_ seconds: Double = 5, _ what: String = "event") async throws -> Value {
-        let stream = self.stream
-        return try await withTimeout(seconds, what) {
-            for await value in stream { return value }
-            throw TestTimeout(what: what)
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while true {
+            if let value = queue.withLockedValue({ $0.isEmpty ? nil : $0.removeFirst() }) { return value }
+            guard ContinuousClock.now < deadline else { throw TestTimeout(what: what) }
+            try await Task.sleep(for: .milliseconds(5))
         }
     }
 
-    /// Every value fulfilled within `seconds` (for checking that something happened only once).
+    /// Every value delivered within the next `seconds` (to check that something did not happen,
+    /// or happened only once).
     func values(during seconds: Double) async -> [Value] {
-        let stream = self.stream
-        let collected = Collected<Value>()
-        let task = Task {
-            for await value in stream { collected.append(value) }
-        }
         try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
-        task.cancel()
-        return collected.all
+        return queue.withLockedValue { values in
+            defer { values.removeAll() }
+            return values
+        }
     }
 }
 
