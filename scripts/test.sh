@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the test suite. Sets up what the tests need first: a Python venv (.venv) with the
+# `websockets` package, the independent peer the interop tests talk to. Extra arguments go to
+# `swift test` (e.g. `scripts/test.sh --filter Handshake`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! .venv/bin/python -c "import websockets" 2>/dev/null; then
+    echo "scripts/test.sh: creating .venv with Python websockets"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'websockets>=15,<18'
+fi
+export WS_TEST_PYTHON="$PWD/.venv/bin/python"
+exec swift test "$@"
