@@ -385,4 +385,27 @@ struct WebSocketConnectionTests {
         #expect(all == [.utf8("last")])
         #expect(client.closeReasonCode == 1000)
     }
+
+    @Test("drain fires once a write buffer that filled up has emptied")
+    func drain() async throws {
+        let (server, accepted) = try await Self.serverWithConnections()
+        defer { Task { await server.stop() } }
+        let raw = try await RawClient.connected(port: server.port)
+        let serverSide = try await accepted.value()
+        let drained = Expectation<Bool>()
+        serverSide.onDrain { drained.fulfill(true) }
+        try await raw.setReading(false)
+        let chunk = ByteBuffer(repeating: 0x42, count: 1 << 20)
+        for _ in 0..<32 { serverSide.sendBytes(chunk, completion: nil) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!serverSide.socket.isWritable, "32 MiB to a peer that does not read must fill the buffer")
+        try await raw.setReading(true)
+        let deadline = ContinuousClock.now + .seconds(10)
+        var total = 0
+        while total < 32 * ((1 << 20) + 10) && ContinuousClock.now < deadline {
+            total += raw.discardReceived()
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try await drained.value())
+    }
 }

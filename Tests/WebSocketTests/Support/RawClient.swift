@@ -129,6 +129,21 @@ final class RawClient: Sendable {
         }
     }
 
+    /// Stops or restarts reading from the socket (a peer that does not read fills the other
+    /// end's write buffer).
+    func setReading(_ on: Bool) async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: on).get()
+        if on { channel.read() }
+    }
+
+    /// Discards what was received so far; returns how many bytes that was.
+    func discardReceived() -> Int {
+        collector.state.withLockedValue { state in
+            defer { state.buffer.clear() }
+            return state.buffer.readableBytes
+        }
+    }
+
     var isEOF: Bool { collector.state.withLockedValue { $0.eof } }
 
     func close() async {
