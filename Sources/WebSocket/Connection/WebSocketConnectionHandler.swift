@@ -104,6 +104,11 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
+    /// The connection never got its socket (the client left before `accept` took effect).
+    func abandon() {
+        socketClosed()
+    }
+
     private func socketClosed() {
         guard closeState != .closed else { return }
         closeState = .closed

@@ -28,6 +28,8 @@ public final class WebSocketServer: Sendable {
         var listeners: [Channel] = []
         var connections: [ObjectIdentifier: WebSocketConnection] = [:]
         var httpHandler: PlainHTTPHandler?
+        var requestsContinuation: AsyncStream<WebSocketRequest>.Continuation?
+        var requests: AsyncStream<WebSocketRequest>?
     }
     private let state = NIOLockedValueBox(State())
 
@@ -88,7 +90,27 @@ public final class WebSocketServer: Sendable {
         state.withLockedValue { $0.httpHandler = handler }
     }
 
+    /// The `request` events as an async sequence: `for await request in server.requests`.
+    /// Requests are buffered (up to 64) until taken; each must be accepted or rejected within
+    /// `requestTimeout`, like any other.
+    public var requests: AsyncStream<WebSocketRequest> {
+        state.withLockedValue { state in
+            if let existing = state.requests { return existing }
+            let (stream, continuation) = AsyncStream.makeStream(of: WebSocketRequest.self, bufferingPolicy: .bufferingOldest(64))
+            state.requests = stream
+            state.requestsContinuation = continuation
+            return stream
+        }
+    }
+
     // MARK: Listening
+
+    /// Adds the server's HTTP/1.1 and handshake handlers to `channel`, for users who run their own
+    /// NIO server: call it from a `childChannelInitializer`, on the channel's event loop. Upgrade
+    /// requests then become `request` events of this server like those of its own listeners.
+    public func configurePipeline(for channel: Channel) throws {
+        try WebSocketServerHandshakeHandler.install(on: channel, server: self)
+    }
 
     /// Starts listening on `host:port` (port 0 picks a free one) and returns the bound address.
     /// May be called several times to listen on several addresses.
@@ -120,6 +142,20 @@ public final class WebSocketServer: Sendable {
         state.withLockedValue { $0.listeners.compactMap(\.localAddress) }
     }
 
+    /// Stops listening (Node's `unmount`); open connections stay open.
+    public func unmount() async {
+        let listeners = state.withLockedValue { state -> [Channel] in
+            defer { state.listeners.removeAll() }
+            return state.listeners
+        }
+        for listener in listeners {
+            try? await listener.close()
+        }
+    }
+
+    /// The number of open connections.
+    public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+
     /// The open connections.
     public var connections: [WebSocketConnection] {
         state.withLockedValue { Array($0.connections.values) }
@@ -135,13 +171,8 @@ public final class WebSocketServer: Sendable {
     /// Stops listening, closes every connection with 1001 (going away), and waits until they
     /// are closed (each takes at most `closeTimeout`).
     public func shutDown() async {
-        let listeners = state.withLockedValue { state -> [Channel] in
-            defer { state.listeners.removeAll() }
-            return state.listeners
-        }
-        for listener in listeners {
-            try? await listener.close()
-        }
+        await unmount()
+        state.withLockedValue { $0.requestsContinuation?.finish() }
         let open = connections
         for connection in open {
             try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
@@ -158,7 +189,10 @@ public final class WebSocketServer: Sendable {
             _ = try? request.accept(protocol: request.requestedProtocols.first, origin: request.origin)
             return
         }
-        if !requestHandlers.emit(request) {
+        let continuation = state.withLockedValue { $0.requestsContinuation }
+        var taken = requestHandlers.emit(request)
+        if let continuation, case .enqueued = continuation.yield(request) { taken = true }
+        if !taken {
             request.reject(status: 503, reason: "No WebSocket request handler is registered")
         }
     }

@@ -53,6 +53,21 @@ extension WebSocketServer {
         /// Whether `Cookie` is parsed into `cookies`. Default true.
         public var parseCookies = true
 
+        /// How long a `request` may stay undecided (neither accepted nor rejected) before it is
+        /// refused with 503. Default 10 s.
+        public var requestTimeout: Duration = .seconds(10)
+        /// How long a client may take to send its whole upgrade request from the moment it
+        /// connected; a client that sends headers one byte at a time is cut off. Default 10 s.
+        public var handshakeTimeout: Duration = .seconds(10)
+        /// The most bytes of request head (request line and headers) accepted; beyond it the
+        /// answer is 431. Default 16 KiB.
+        public var maxHandshakeSize = 16 * 1024
+        /// The most header lines accepted in a request (431 beyond). Default 100.
+        public var maxHeaderCount = 100
+        /// The most open WebSocket connections; beyond it new upgrades get 503. `nil` (default)
+        /// for no cap.
+        public var maxConnections: Int? = nil
+
         /// The defaults above.
         public init() {}
 

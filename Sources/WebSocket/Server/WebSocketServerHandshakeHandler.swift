@@ -14,6 +14,9 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     private var context: ChannelHandlerContext?
     private var head: HTTPRequestHead?
     private var finished = false
+    private var handshakeTimer: Scheduled<Void>?
+    private var requestTimer: Scheduled<Void>?
+    private var pendingRequest: WebSocketRequest?
 
     init(server: WebSocketServer, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.server = server
@@ -24,13 +27,42 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     /// Adds the HTTP/1.1 handlers and the handshake handler to a fresh server channel.
     static func install(on channel: Channel, server: WebSocketServer) throws {
         let encoder = HTTPResponseEncoder()
+        let limiter = HandshakeSizeLimiter(limit: server.configuration.maxHandshakeSize)
         let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
         let handshake = WebSocketServerHandshakeHandler(server: server, encoder: encoder, decoder: decoder)
-        try channel.pipeline.syncOperations.addHandlers([encoder, decoder, handshake])
+        handshake.limiter = limiter
+        try channel.pipeline.syncOperations.addHandlers([encoder, limiter, decoder, handshake])
     }
+
+    private var limiter: HandshakeSizeLimiter?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        let timeout = server.configuration.handshakeTimeout
+        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
+            guard !self.finished else { return }
+            self.finished = true
+            self.server.upgradeErrorHandlers.emit(
+                WebSocketError(.timeout, "The client did not send a complete request within \(timeout)"))
+            self.respond(status: .requestTimeout, headers: [:], body: "Request Timeout")
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        requestTimer?.cancel()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        requestTimer?.cancel()
+        if let request = pendingRequest {
+            pendingRequest = nil
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.notConnected, "The client at \(request.remoteAddress) went away before its request was accepted or rejected"))
+        }
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -43,6 +75,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         case .end:
             guard let head else { return }
             finished = true
+            handshakeTimer?.cancel()
             handleRequest(head, context: context)
         }
     }
@@ -53,13 +86,25 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             return
         }
         finished = true
-        let error = WebSocketError(.handshakeFailed, "Malformed HTTP request: \(error)")
-        server.upgradeErrorHandlers.emit(error)
+        handshakeTimer?.cancel()
+        if error is HandshakeSizeLimiter.TooLarge {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "Request head larger than \(server.configuration.maxHandshakeSize) bytes"))
+            respond(status: .init(statusCode: 431), headers: [:], body: "Request Header Fields Too Large")
+            return
+        }
+        server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "Malformed HTTP request: \(error)"))
         respond(status: .badRequest, headers: [:], body: "Bad Request")
     }
 
     private func handleRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let headers = head.headers
+        guard headers.count <= server.configuration.maxHeaderCount else {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "Request has \(headers.count) headers; at most \(server.configuration.maxHeaderCount) are accepted"))
+            respond(status: .init(statusCode: 431), headers: [:], body: "Request Header Fields Too Large")
+            return
+        }
         guard WebSocketHandshake.headerContainsToken(headers, "upgrade", "websocket") else {
             server.handlePlainRequest(head, channel: context.channel) { status, headers, body in
                 self.respond(status: status, headers: headers, body: body)
@@ -90,13 +135,29 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         guard let key = headers.first(name: "sec-websocket-key")?.trimmingSpaces(), WebSocketHandshake.isValidKey(String(key)) else {
             return fail("Missing or malformed Sec-WebSocket-Key header")
         }
+        if let max = server.configuration.maxConnections, server.connectionCount >= max {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections"))
+            respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
+            return
+        }
         let request = WebSocketRequest(
             head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
+        pendingRequest = request
+        let timeout = server.configuration.requestTimeout
+        requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
+            guard let request = self.pendingRequest else { return }
+            self.server.upgradeErrorHandlers.emit(
+                WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))
+            request.reject(status: 503, reason: "The request was not accepted or rejected in time")
+        }
         server.handleRequest(request)
     }
 
     /// Answers with a plain HTTP response and closes the connection.
     func respond(status: HTTPResponseStatus, headers extra: [String: String], body: String) {
+        pendingRequest = nil
+        requestTimer?.cancel()
         guard let context, context.channel.isActive else { return }
         var headers = HTTPHeaders()
         headers.add(name: "Connection", value: "close")
@@ -123,18 +184,52 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
 
     /// Writes the 101 response and replaces the HTTP handlers with the connection's handler.
     func switchToWebSocket(connection: WebSocketConnection, response: String) {
-        guard let context else { return }
+        pendingRequest = nil
+        requestTimer?.cancel()
+        guard let context, context.channel.isActive else {
+            // The client went away in the meantime: the connection closes at once (1006).
+            connection.channelHandler.abandon()
+            return
+        }
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandler(connection.channelHandler)
             _ = pipeline.removeHandler(encoder)
             context.channel.writeAndFlush(ByteBuffer(string: response), promise: nil)
+            if let limiter { _ = pipeline.removeHandler(limiter) }
             _ = pipeline.removeHandler(context: context)
             _ = pipeline.removeHandler(decoder)
         } catch {
+            connection.channelHandler.abandon()
             context.close(promise: nil)
             return
         }
         server.connectionOpened(connection)
+    }
+}
+
+/// Counts the bytes of a request head and stops them past the limit, so that a client cannot
+/// make the server buffer an endless head. Removed when the connection is upgraded.
+final class HandshakeSizeLimiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    struct TooLarge: Error {}
+
+    private let limit: Int
+    private var seen = 0
+    private var tripped = false
+
+    init(limit: Int) { self.limit = limit }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !tripped else { return }
+        seen += unwrapInboundIn(data).readableBytes
+        if seen > limit {
+            tripped = true
+            context.fireErrorCaught(TooLarge())
+            return
+        }
+        context.fireChannelRead(data)
     }
 }

@@ -1,0 +1,181 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+
+@testable import WebSocket
+
+@Suite("WebSocketServer")
+struct WebSocketServerTests {
+    @Test("autoAcceptConnections accepts the first requested protocol and emits connect")
+    func autoAccept() async throws {
+        let connects = Expectation<WebSocketConnection>()
+        let server = try await TestServer.start({ $0.autoAcceptConnections = true }, setup: { server in
+            server.onConnect { connects.fulfill($0) }
+        })
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url, protocols: ["one", "two"], origin: "http://x")
+        let serverSide = try await connects.value()
+        #expect(client.protocol == "one")
+        #expect(serverSide.protocol == "one")
+        #expect(server.server.connectionCount == 1)
+        try client.close()
+    }
+
+    @Test("requests as an async sequence, decided later from another task")
+    func requestSequence() async throws {
+        let server = try await TestServer.start()
+        defer { Task { await server.stop() } }
+        let requests = server.server.requests
+        let serverTask = Task {
+            for await request in requests {
+                try await Task.sleep(for: .milliseconds(100))
+                let connection = try request.accept()
+                for try await message in connection.messages {
+                    try await connection.send(message)
+                }
+                return
+            }
+        }
+        defer { serverTask.cancel() }
+        let client = try await WebSocketClient().connect(url: server.url)
+        try await client.sendUTF("ping?")
+        let reply = try await withTimeout(5) { try await client.messages.first { _ in true } }
+        #expect(reply == .utf8("ping?"))
+        try client.close()
+    }
+
+    @Test("an undecided request is refused with 503 after requestTimeout, with an upgradeError")
+    func requestTimeout() async throws {
+        let errors = Expectation<String>()
+        let server = try await TestServer.start({ $0.requestTimeout = .milliseconds(200) }, setup: { server in
+            server.onRequest { _ in }
+            server.onUpgradeError { errors.fulfill("\($0)") }
+        })
+        defer { Task { await server.stop() } }
+        let raw = try await RawClient.connect(port: server.port)
+        let response = try await raw.handshake()
+        #expect(response.hasPrefix("HTTP/1.1 503"))
+        #expect(try await errors.value().contains("not accepted or rejected"))
+    }
+
+    @Test("a client that sends its headers too slowly is cut off (slowloris)")
+    func slowloris() async throws {
+        let errors = Expectation<String>()
+        let server = try await TestServer.start({ $0.handshakeTimeout = .milliseconds(300) }, setup: { server in
+            server.onUpgradeError { errors.fulfill("\($0)") }
+        })
+        defer { Task { await server.stop() } }
+        let raw = try await RawClient.connect(port: server.port)
+        let start = ContinuousClock.now
+        for byte in "GET / HTTP/1.1\r\nHost: x\r\n".utf8 {
+            if raw.isEOF { break }
+            try? await raw.send([byte])
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let response = try await raw.readAllText(timeout: 3)
+        #expect(response.hasPrefix("HTTP/1.1 408"))
+        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(try await errors.value().contains("complete request"))
+    }
+
+    @Test("an oversized request head gets 431, too many headers too")
+    func handshakeSize() async throws {
+        let server = try await TestServer.echo { $0.maxHandshakeSize = 2048; $0.maxHeaderCount = 20 }
+        defer { Task { await server.stop() } }
+        let big = try await RawClient.connect(port: server.port)
+        let bigResponse = try await big.handshake(headers: ["X-Big: " + String(repeating: "a", count: 4000)])
+        #expect(bigResponse.hasPrefix("HTTP/1.1 431"))
+        let many = try await RawClient.connect(port: server.port)
+        let manyResponse = try await many.handshake(headers: (0..<30).map { "X-H\($0): v" })
+        #expect(manyResponse.hasPrefix("HTTP/1.1 431"))
+    }
+
+    @Test("over maxConnections, new upgrades get 503")
+    func maxConnections() async throws {
+        let server = try await TestServer.echo { $0.maxConnections = 2 }
+        defer { Task { await server.stop() } }
+        let a = try await WebSocketClient().connect(url: server.url)
+        let b = try await WebSocketClient().connect(url: server.url)
+        let raw = try await RawClient.connect(port: server.port)
+        #expect(try await raw.handshake().hasPrefix("HTTP/1.1 503"))
+        try a.close()
+        try await withTimeout(5) { while server.server.connectionCount > 1 { try await Task.sleep(for: .milliseconds(10)) } }
+        let c = try await WebSocketClient().connect(url: server.url)
+        try b.close()
+        try c.close()
+    }
+
+    @Test("shutDown sends 1001 to every connection, waits for them, and stops listening")
+    func shutDown() async throws {
+        let server = try await TestServer.echo()
+        let closes = Expectation<Int>()
+        let clients = try await (0..<3).asyncMap { _ in try await WebSocketClient().connect(url: server.url) }
+        for client in clients { client.onClose { code, _ in closes.fulfill(code) } }
+        let serverCloses = Expectation<Int>()
+        server.server.onClose { _, code, _ in serverCloses.fulfill(code) }
+        try await withTimeout(10) { await server.server.shutDown() }
+        for _ in 0..<3 { #expect(try await closes.value() == 1001) }
+        for _ in 0..<3 { #expect(try await serverCloses.value() == 1001) }
+        #expect(server.server.connectionCount == 0)
+        await #expect(throws: (any Error).self) { _ = try await RawClient.connect(port: server.port) }
+    }
+
+    @Test("unmount stops listening but keeps open connections")
+    func unmount() async throws {
+        let server = try await TestServer.echo()
+        let client = try await WebSocketClient().connect(url: server.url)
+        await server.server.unmount()
+        await #expect(throws: (any Error).self) { _ = try await RawClient.connect(port: server.port) }
+        try await client.sendUTF("still here")
+        #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("still here"))
+        await server.stop()
+    }
+
+    @Test("a client that leaves before accept gives an upgradeError and a 1006 close, nothing escapes")
+    func leaveBeforeAccept() async throws {
+        let requests = Expectation<WebSocketRequest>()
+        let errors = Expectation<String>()
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { requests.fulfill($0) }
+            server.onUpgradeError { errors.fulfill("\($0)") }
+        })
+        defer { Task { await server.stop() } }
+        let raw = try await RawClient.connect(port: server.port)
+        try await raw.send("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        let request = try await requests.value()
+        await raw.close()
+        #expect(try await errors.value().contains("went away"))
+        let connection = try request.accept()
+        let closes = Expectation<Int>()
+        connection.onClose { code, _ in closes.fulfill(code) }
+        #expect(try await closes.value() == 1006)
+    }
+
+    @Test("the server's handlers can be added to a user's own NIO server")
+    func configurePipeline() async throws {
+        let server = WebSocketServer()
+        server.onRequest { request in
+            guard let connection = try? request.accept() else { return }
+            connection.onMessage { connection.send($0) }
+        }
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try server.configurePipeline(for: channel) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { channel.close(promise: nil) }
+        let client = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(channel.localAddress!.port!)/")
+        try await client.sendUTF("own server")
+        #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("own server"))
+        try client.close()
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
+    }
+}
