@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Logging
 import NIOCore
+import NIOSSL
 import WebSocket
 
 #if canImport(Glibc)
@@ -28,6 +29,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The largest message accepted, in bytes.")
     var maxMessageSize: Int = 0x100000
 
+    @Option(help: "A PEM certificate chain: serve wss:// (with --tls-key).")
+    var tlsCert: String?
+
+    @Option(help: "The PEM private key of --tls-cert.")
+    var tlsKey: String?
+
     func run() async throws {
         var configuration = WebSocketServer.Configuration()
         configuration.maxReceivedFrameSize = maxFrameSize
@@ -38,9 +45,18 @@ struct Serve: AsyncParsableCommand {
         server.onConnect { connection in
             connection.onMessage { message in connection.send(message) }
         }
-        let address = try await server.listen(host: host, port: port)
+        var tls: TLSConfiguration?
+        switch (tlsCert, tlsKey) {
+        case (let cert?, let key?):
+            tls = try WebSocketServer.tlsConfiguration(certificateChainFile: cert, privateKeyFile: key)
+        case (nil, nil):
+            tls = nil
+        default:
+            throw ValidationError("--tls-cert and --tls-key go together")
+        }
+        let address = try await server.listen(host: host, port: port, tlsConfiguration: tls)
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        printLine("ws serve: listening on ws://\(shownHost):\(address.port ?? port)/")
+        printLine("ws serve: listening on \(tls == nil ? "ws" : "wss")://\(shownHost):\(address.port ?? port)/")
 
         let signal = await Self.waitForTerminationSignal()
         printLine("ws serve: received \(signal), shutting down")

@@ -103,9 +103,14 @@ async def main():
     url, scenario = sys.argv[1], sys.argv[2]
     subprotocols = ["chat.v2", "chat"] if scenario == "subprotocol" else None
     result = {"scenario": scenario, "websockets": websockets.__version__}
+    ssl_context = None
+    if url.startswith("wss://"):
+        # wss:// trusts only the CA named by WS_TEST_CAFILE (the tests' own CA).
+        import ssl
+        ssl_context = ssl.create_default_context(cafile=os.environ["WS_TEST_CAFILE"])
     async with asyncio.timeout(30):
         ws = await connect(url, compression=None, max_size=16 << 20, subprotocols=subprotocols,
-                           ping_interval=None, close_timeout=3, open_timeout=TIMEOUT)
+                           ping_interval=None, close_timeout=3, open_timeout=TIMEOUT, ssl=ssl_context)
         try:
             if scenario == "text":
                 await scenario_text(ws, result)

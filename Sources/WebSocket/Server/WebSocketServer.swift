@@ -3,6 +3,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import ServiceLifecycle
 
 /// A WebSocket server: listens for HTTP upgrade requests, emits `request` for each, and keeps
 /// track of the open connections. The Swift counterpart of WebSocket-Node's
@@ -23,6 +25,8 @@ public final class WebSocketServer: Sendable {
     public let eventLoopGroup: any EventLoopGroup
     /// Where the server logs.
     public let logger: Logger
+    /// The listeners ``run()`` starts (``listen(host:port:tlsConfiguration:)`` adds more).
+    public let listeners: [Listener]
 
     private struct State {
         var listeners: [Channel] = []
@@ -48,14 +52,17 @@ public final class WebSocketServer: Sendable {
     ///   - configuration: the options; WebSocket-Node's defaults unless changed.
     ///   - eventLoopGroup: where to run; by default NIO's shared group with a thread per core.
     ///   - logger: where to log connection events.
+    ///   - listeners: addresses for ``run()`` to listen on (as a ServiceLifecycle `Service`).
     public init(
         configuration: Configuration = Configuration(),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger = Logger(label: "websocket.server")
+        logger: Logger = Logger(label: "websocket.server"),
+        listeners: [Listener] = []
     ) {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
+        self.listeners = listeners
     }
 
     // MARK: Events
@@ -112,10 +119,17 @@ public final class WebSocketServer: Sendable {
         try WebSocketServerHandshakeHandler.install(on: channel, server: self)
     }
 
-    /// Starts listening on `host:port` (port 0 picks a free one) and returns the bound address.
-    /// May be called several times to listen on several addresses.
+    /// Starts listening on `host:port` (port 0 picks a free one) and returns the bound address;
+    /// with `tlsConfiguration`, the listener speaks `wss://`. May be called several times to
+    /// listen on several addresses, plain and TLS alike.
     @discardableResult
-    public func listen(host: String = "0.0.0.0", port: Int) async throws -> SocketAddress {
+    public func listen(host: String = "0.0.0.0", port: Int, tlsConfiguration: TLSConfiguration? = nil) async throws -> SocketAddress {
+        let sslContext: NIOSSLContext?
+        do {
+            sslContext = try tlsConfiguration.map { try NIOSSLContext(configuration: $0) }
+        } catch {
+            throw WebSocketError(.invalidArgument, "Invalid TLS configuration for \(host):\(port): \(error)")
+        }
         let nodelay = configuration.disableNagleAlgorithm
         let channel = try await ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
@@ -124,6 +138,9 @@ public final class WebSocketServer: Sendable {
             .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
                     try WebSocketServerHandshakeHandler.install(on: channel, server: self)
                 }
             }
@@ -133,7 +150,7 @@ public final class WebSocketServer: Sendable {
         guard let address = channel.localAddress else {
             throw WebSocketError(.connectionFailed, "The listener on \(host):\(port) has no local address")
         }
-        logger.info("WebSocket server listening", metadata: ["address": "\(address)"])
+        logger.info("WebSocket server listening", metadata: ["address": "\(address)", "tls": "\(tlsConfiguration != nil)"])
         return address
     }
 
@@ -218,5 +235,24 @@ public final class WebSocketServer: Sendable {
             self.closeHandlers.emit((connection, code, description))
         }
         connectHandlers.emit(connection)
+    }
+}
+
+extension WebSocketServer: Service {
+    /// Runs the server as a ServiceLifecycle `Service`: listens on ``listeners``, then waits;
+    /// on graceful shutdown (SIGTERM in a `ServiceGroup`) or cancellation it calls
+    /// ``shutDown()``, which sends 1001 to every connection and waits for them to close.
+    public func run() async throws {
+        for listener in listeners {
+            try await listen(host: listener.host, port: listener.port, tlsConfiguration: listener.tlsConfiguration)
+        }
+        do {
+            try await gracefulShutdown()
+        } catch {
+            await shutDown()
+            throw error
+        }
+        logger.info("WebSocket server shutting down gracefully")
+        await shutDown()
     }
 }

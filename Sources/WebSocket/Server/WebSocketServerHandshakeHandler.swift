@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Reads the HTTP request on a new server connection, checks the upgrade (RFC 6455 §4.2.1),
 /// hands a ``WebSocketRequest`` to the server, and on `accept` swaps the HTTP handlers for the
@@ -87,6 +88,11 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         }
         finished = true
         handshakeTimer?.cancel()
+        if error is NIOSSLError || error is BoringSSLError {
+            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "TLS handshake failed: \(error)"))
+            context.close(promise: nil)
+            return
+        }
         if error is HandshakeSizeLimiter.TooLarge {
             server.upgradeErrorHandlers.emit(
                 WebSocketError(.handshakeFailed, "Request head larger than \(server.configuration.maxHandshakeSize) bytes"))

@@ -34,10 +34,13 @@ final class RawClient: Sendable {
         self.collector = collector
     }
 
-    /// Connects to 127.0.0.1:`port`.
-    static func connect(port: Int) async throws -> RawClient {
+    /// Connects to 127.0.0.1:`port`, from the loopback address `from` when given (any of
+    /// 127.0.0.0/8 works on Linux, so a test can tell clients apart by address).
+    static func connect(port: Int, from: String? = nil) async throws -> RawClient {
         let collector = Collector()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        if let from { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: from, port: 0)) }
+        let channel = try await bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
             }
