@@ -29,6 +29,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The largest message accepted, in bytes.")
     var maxMessageSize: Int = 0x100000
 
+    @Flag(help: "Negotiate permessage-deflate with clients that offer it.")
+    var deflate = false
+
     @Option(help: "A PEM certificate chain: serve wss:// (with --tls-key).")
     var tlsCert: String?
 
@@ -40,6 +43,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxReceivedFrameSize = maxFrameSize
         configuration.maxReceivedMessageSize = maxMessageSize
         configuration.autoAcceptConnections = true
+        if deflate { configuration.perMessageDeflate = PerMessageDeflate.Options() }
         let logger = Logger(label: "ws.serve")
         let server = WebSocketServer(configuration: configuration, logger: logger)
         server.onConnect { connection in

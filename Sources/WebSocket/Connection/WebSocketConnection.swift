@@ -95,7 +95,8 @@ public final class WebSocketConnection: Sendable {
         extensions: [WebSocketExtension],
         remoteAddress: String,
         webSocketVersion: Int,
-        logger: Logger
+        logger: Logger,
+        codecs: sending [any WebSocketExtensionCodec] = []
     ) {
         self.socket = channel
         self.role = role
@@ -106,7 +107,7 @@ public final class WebSocketConnection: Sendable {
         self.webSocketVersion = webSocketVersion
         self.logger = logger
         self.handler = NIOLoopBoundBox.makeBoxSendingValue(
-            WebSocketConnectionHandler(role: role, options: options), eventLoop: channel.eventLoop)
+            WebSocketConnectionHandler(role: role, options: options, codecs: codecs), eventLoop: channel.eventLoop)
     }
 
     /// The channel handler to add to the pipeline (on the event loop).
@@ -200,15 +201,16 @@ public final class WebSocketConnection: Sendable {
 
     /// Sends a text message. Over `fragmentationThreshold` it goes out in several frames when
     /// `fragmentOutgoingMessages` is on. `completion` reports when it was written, or why not.
-    public func sendUTF(_ string: String, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
+    /// `compress: false` sends it uncompressed even when permessage-deflate was negotiated.
+    public func sendUTF(_ string: String, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
         var buffer = socket.allocator.buffer(capacity: string.utf8.count)
         buffer.writeString(string)
-        sendMessage(opcode: .text, payload: buffer, completion: completion)
+        sendMessage(opcode: .text, payload: buffer, compress: compress, completion: completion)
     }
 
-    /// Sends a binary message (fragmented like ``sendUTF(_:completion:)``).
-    public func sendBytes(_ buffer: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        sendMessage(opcode: .binary, payload: buffer, completion: completion)
+    /// Sends a binary message (fragmented and compressed like ``sendUTF(_:compress:completion:)``).
+    public func sendBytes(_ buffer: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
+        sendMessage(opcode: .binary, payload: buffer, compress: compress, completion: completion)
     }
 
     /// Sends a binary message from bytes.
@@ -334,8 +336,8 @@ public final class WebSocketConnection: Sendable {
         onLoop { $0.consumerAttached() }
     }
 
-    private func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)?) {
-        onLoop { $0.sendMessage(opcode: opcode, payload: payload, completion: completion) }
+    private func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
+        onLoop { $0.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion) }
     }
 
     private func sendControl(_ opcode: WebSocketOpcode, _ data: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)?) throws {

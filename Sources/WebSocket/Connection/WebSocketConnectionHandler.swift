@@ -59,16 +59,21 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var lastActivity = NIODeadline.now()
     private var pingOutstanding = false
 
-    init(role: WebSocketRole, options: WebSocketConnectionOptions) {
+    /// The negotiated extensions, in the order they apply to outgoing messages.
+    private let codecs: [any WebSocketExtensionCodec]
+
+    init(role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec]) {
         self.role = role
         self.options = options
+        self.codecs = codecs
         self.receiver = WebSocketReceiver(
             options: .init(
                 expectMaskedFrames: role == .server,
                 maxFrameSize: options.maxReceivedFrameSize,
                 maxMessageSize: options.maxReceivedMessageSize,
                 maxFragments: options.maxFragmentsPerMessage,
-                assembleFragments: options.assembleFragments))
+                assembleFragments: options.assembleFragments,
+                codecs: codecs))
     }
 
     var isClosed: Bool { closeState == .closed }
@@ -228,10 +233,23 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     // MARK: - Sending
 
-    func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)?) {
+    func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
         guard closeState == .open, let context else {
             completion?(WebSocketError(.notConnected, "Cannot send: the connection is closing or closed"))
             return
+        }
+        var payload = payload
+        var rsv: UInt8 = 0
+        for codec in codecs {
+            do {
+                if let (encoded, bits) = try codec.encode(message: payload, opcode: opcode, allowed: compress, allocator: context.channel.allocator) {
+                    payload = encoded
+                    rsv |= bits
+                }
+            } catch {
+                completion?(WebSocketError(.invalidArgument, "Extension \(codec.negotiated.name) could not encode the message: \(error)"))
+                return
+            }
         }
         let promise = completion.map { completion -> EventLoopPromise<Void> in
             let promise = context.eventLoop.makePromise(of: Void.self)
@@ -242,17 +260,18 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         }
         let threshold = max(1, options.fragmentationThreshold)
         if !options.fragmentOutgoingMessages || payload.readableBytes <= threshold {
-            writeFrame(opcode: opcode, fin: true, payload: payload, promise: promise)
+            writeFrame(opcode: opcode, fin: true, rsv: rsv, payload: payload, promise: promise)
             return
         }
         var rest = payload
         var frameOpcode = opcode
         while rest.readableBytes > threshold {
             let piece = rest.readSlice(length: threshold)!
-            writeFrame(opcode: frameOpcode, fin: false, payload: piece, promise: nil)
+            writeFrame(opcode: frameOpcode, fin: false, rsv: rsv, payload: piece, promise: nil)
             frameOpcode = .continuation
+            rsv = 0
         }
-        writeFrame(opcode: frameOpcode, fin: true, payload: rest, promise: promise)
+        writeFrame(opcode: frameOpcode, fin: true, rsv: rsv, payload: rest, promise: promise)
     }
 
     func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)?) {
@@ -277,14 +296,16 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// (server side) go out as a separate buffer, without a copy.
     private static let copyThreshold = 1024
 
-    private func writeFrame(opcode: WebSocketOpcode, fin: Bool, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
+    private func writeFrame(opcode: WebSocketOpcode, fin: Bool, rsv: UInt8 = 0, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
         guard let context else {
             promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
             return
         }
         let length = payload.readableBytes
         let key: WebSocketMaskingKey? = role == .client ? .random() : nil
-        let header = WebSocketFrameHeader(fin: fin, opcode: opcode, maskingKey: key, payloadLength: UInt64(length))
+        let header = WebSocketFrameHeader(
+            fin: fin, rsv1: rsv & 0x40 != 0, rsv2: rsv & 0x20 != 0, rsv3: rsv & 0x10 != 0,
+            opcode: opcode, maskingKey: key, payloadLength: UInt64(length))
         let headerLength = header.encodedLength
         if key == nil && length > Self.copyThreshold {
             var headerBuffer = context.channel.allocator.buffer(capacity: headerLength)

@@ -36,8 +36,8 @@ struct WebSocketReceiver {
         var maxMessageSize: Int
         var maxFragments: Int
         var assembleFragments: Bool
-        /// RSV bits (0x40, 0x20, 0x10 as in the first header byte) that negotiated extensions own.
-        var allowedRSVBits: UInt8 = 0
+        /// The negotiated extensions, which own RSV bits and decode the messages that carry them.
+        var codecs: [any WebSocketExtensionCodec] = []
     }
 
     private enum State {
@@ -71,8 +71,18 @@ struct WebSocketReceiver {
     /// A second event produced by the same frame, returned by the next call.
     private var pending: Event?
 
+    /// RSV bits (0x40, 0x20, 0x10 as in the first header byte) that negotiated extensions own.
+    private let allowedRSVBits: UInt8
+    /// The extension decoding the current message, if its first frame carried RSV bits.
+    private var decodingCodec: (any WebSocketExtensionCodec)?
+    /// Unmasked wire bytes on their way to `decodingCodec`.
+    private var scratch = ByteBuffer()
+    /// The message's decoded (application) length so far.
+    private var decodedLength = 0
+
     init(options: Options) {
         self.options = options
+        self.allowedRSVBits = options.codecs.reduce(0) { $0 | $1.reservedBits }
     }
 
     /// Whether the receiver has stopped (failure or close frame seen).
@@ -144,8 +154,11 @@ struct WebSocketReceiver {
             return WebSocketProtocolError(.protocolError, "Unknown opcode \(opcode.rawValue)")
         }
         let rsv: UInt8 = (header.rsv1 ? 0x40 : 0) | (header.rsv2 ? 0x20 : 0) | (header.rsv3 ? 0x10 : 0)
-        if rsv & ~options.allowedRSVBits != 0 {
+        if rsv & ~allowedRSVBits != 0 {
             return WebSocketProtocolError(.protocolError, "Reserved bits set without a negotiated extension")
+        }
+        if rsv != 0 && (opcode.isControl || opcode == .continuation) {
+            return WebSocketProtocolError(.protocolError, "Reserved bits set on a \(opcode) frame")
         }
         if options.expectMaskedFrames != (header.maskingKey != nil) {
             return WebSocketProtocolError(
@@ -176,7 +189,15 @@ struct WebSocketReceiver {
                 }
                 messageOpcode = opcode
                 messageLength = 0
+                decodedLength = 0
                 fragmentCount = 0
+                decodingCodec = nil
+                if rsv != 0 {
+                    guard let codec = options.codecs.first(where: { $0.startDecoding(reservedBits: rsv) }) else {
+                        return WebSocketProtocolError(.protocolError, "No negotiated extension decodes a message with reserved bits \(rsv >> 4)")
+                    }
+                    decodingCodec = codec
+                }
                 validatingText = opcode == .text
                 utf8.reset()
                 if options.assembleFragments {
@@ -209,31 +230,56 @@ struct WebSocketReceiver {
     // MARK: - Payload
 
     /// Moves `count` payload bytes from the input to their destination, unmasking them on the
-    /// way, and validates text bytes as they land.
+    /// way (and decoding them, for an extension's message), and validates text as it lands.
     private mutating func consumePayload(from buffer: inout ByteBuffer, count: Int) -> WebSocketProtocolError? {
         let input = buffer.readableBytesView.prefix(count)
-        let isDataToMessage = !header.opcode.isControl && options.assembleFragments
-        let start: Int
-        if isDataToMessage {
-            start = messageBuffer.writerIndex
+        let isData = !header.opcode.isControl
+        let toMessage = isData && options.assembleFragments
+        let start = toMessage ? messageBuffer.writerIndex : frameBuffer.writerIndex
+        if isData, let codec = decodingCodec {
+            scratch.clear()
+            scratch.writeMaskedPayload(input, key: header.maskingKey, offset: maskOffset)
+            if let error = decode(codec, endOfMessage: false, toMessage: toMessage) { return error }
+        } else if toMessage {
             messageBuffer.writeMaskedPayload(input, key: header.maskingKey, offset: maskOffset)
         } else {
-            start = frameBuffer.writerIndex
             frameBuffer.writeMaskedPayload(input, key: header.maskingKey, offset: maskOffset)
         }
         buffer.moveReaderIndex(forwardBy: count)
         maskOffset &+= count
         remaining -= count
-        if validatingText && !header.opcode.isControl {
-            let target = isDataToMessage ? messageBuffer : frameBuffer
-            let valid = target.withUnsafeReadableBytes { raw in
-                utf8.validate(UnsafeRawBufferPointer(rebasing: raw[(start - target.readerIndex)...]))
+        return isData ? checkText(from: start, toMessage: toMessage) : nil
+    }
+
+    /// Runs `scratch` through the message's extension into the message or frame buffer.
+    private mutating func decode(_ codec: any WebSocketExtensionCodec, endOfMessage: Bool, toMessage: Bool) -> WebSocketProtocolError? {
+        let limit = options.maxMessageSize - decodedLength
+        do {
+            if toMessage {
+                let before = messageBuffer.writerIndex
+                try codec.decode(&scratch, endOfMessage: endOfMessage, into: &messageBuffer, limit: limit)
+                decodedLength += messageBuffer.writerIndex - before
+            } else {
+                let before = frameBuffer.writerIndex
+                try codec.decode(&scratch, endOfMessage: endOfMessage, into: &frameBuffer, limit: limit)
+                decodedLength += frameBuffer.writerIndex - before
             }
-            if !valid {
-                return WebSocketProtocolError(.invalidData, "Invalid UTF-8 in a text message")
-            }
+        } catch let error as WebSocketProtocolError {
+            return error
+        } catch {
+            return WebSocketProtocolError(.invalidData, "Extension \(codec.negotiated.name) could not decode a message: \(error)")
         }
         return nil
+    }
+
+    /// Validates the text bytes written since `start` (fail fast on the first bad byte).
+    private mutating func checkText(from start: Int, toMessage: Bool) -> WebSocketProtocolError? {
+        guard validatingText else { return nil }
+        let target = toMessage ? messageBuffer : frameBuffer
+        let valid = target.withUnsafeReadableBytes { raw in
+            utf8.validate(UnsafeRawBufferPointer(rebasing: raw[(start - target.readerIndex)...]))
+        }
+        return valid ? nil : WebSocketProtocolError(.invalidData, "Invalid UTF-8 in a text message")
     }
 
     /// The frame's payload is complete: produce its event, if any.
@@ -248,6 +294,15 @@ struct WebSocketReceiver {
             case .pong: return .pong(payload)
             default: return parseClose(payload)
             }
+        }
+        if header.fin, let codec = decodingCodec {
+            let toMessage = options.assembleFragments
+            let start = toMessage ? messageBuffer.writerIndex : frameBuffer.writerIndex
+            scratch.clear()
+            if let error = decode(codec, endOfMessage: true, toMessage: toMessage) ?? checkText(from: start, toMessage: toMessage) {
+                return fail(error)
+            }
+            decodingCodec = nil
         }
         if header.fin && validatingText && !utf8.isComplete {
             return fail(WebSocketProtocolError(.invalidData, "Text message ends inside a UTF-8 sequence"))

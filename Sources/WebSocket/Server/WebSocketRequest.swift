@@ -111,11 +111,15 @@ public final class WebSocketRequest: Sendable {
             response += webSocketVersion == 8 ? "Sec-WebSocket-Origin: \(clean)\r\n" : "Origin: \(clean)\r\n"
         }
         for cookie in cookies { response += "Set-Cookie: \(cookie.setCookieValue)\r\n" }
+        let offers = WebSocketExtension.parse(httpRequest.headers["sec-websocket-extensions"])
+        let (extensionsHeader, codecs) = server.configuration.negotiators.negotiate(offers: offers)
+        if let extensionsHeader { response += "Sec-WebSocket-Extensions: \(extensionsHeader)\r\n" }
         response += "\r\n"
 
         let connection = WebSocketConnection(
             channel: socket, role: .server, options: server.configuration.connectionOptions, protocol: chosen,
-            extensions: [], remoteAddress: remoteAddress, webSocketVersion: webSocketVersion, logger: server.logger)
+            extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
+            logger: server.logger, codecs: codecs)
         let bytes = response
         let execute: @Sendable () -> Void = {
             self.handshake.value.switchToWebSocket(connection: connection, response: bytes)

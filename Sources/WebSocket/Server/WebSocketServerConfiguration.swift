@@ -68,8 +68,20 @@ extension WebSocketServer {
         /// for no cap.
         public var maxConnections: Int? = nil
 
+        /// permessage-deflate (RFC 7692): `nil` (default) does not negotiate it; set options to
+        /// accept clients' offers. Off by default like `ws`: compression costs CPU and per
+        /// connection memory, and can leak secrets (see ``PerMessageDeflate``).
+        public var perMessageDeflate: PerMessageDeflate.Options? = nil
+        /// Further extensions to negotiate, after permessage-deflate. Default none.
+        public var extensions: [any WebSocketExtensionNegotiator] = []
+
         /// The defaults above.
         public init() {}
+
+        /// permessage-deflate first, then `extensions`.
+        var negotiators: [any WebSocketExtensionNegotiator] {
+            (perMessageDeflate.map { [PerMessageDeflate($0)] } ?? []) + extensions
+        }
 
         var connectionOptions: WebSocketConnectionOptions {
             WebSocketConnectionOptions(
