@@ -20,7 +20,8 @@ public struct PerMessageDeflate: WebSocketExtensionNegotiator {
         public var clientNoContextTakeover = false
         /// Server: the largest window (8-15) its compressor uses, announced as
         /// `server_max_window_bits` when below 15. Client: ask the server for at most this.
-        /// `nil` for 15. (zlib cannot make raw DEFLATE with an 8-bit window; 8 is sent as 9.)
+        /// `nil` for 15. (zlib cannot make raw DEFLATE with an 8-bit window: under a limit of 8,
+        /// messages go out uncompressed.)
         public var serverMaxWindowBits: Int? = nil
         /// Server: the largest window it lets the client use, when the client allows a value.
         /// Client: the value offered with `client_max_window_bits` (`nil`: offered without a

@@ -23,8 +23,7 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
     init?(negotiated: WebSocketExtension, options: PerMessageDeflate.Options, compressWindowBits: Int, resetCompressor: Bool, resetDecompressor: Bool) {
         self.negotiated = negotiated
         self.options = options
-        // zlib refuses an 8-bit window for raw DEFLATE; 9 is what every zlib user sends instead.
-        self.compressWindowBits = max(9, compressWindowBits)
+        self.compressWindowBits = compressWindowBits
         self.resetCompressor = resetCompressor
         self.resetDecompressor = resetDecompressor
     }
@@ -32,7 +31,10 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
     // MARK: Outgoing
 
     func encode(message: ByteBuffer, opcode: WebSocketOpcode, allowed: Bool, allocator: ByteBufferAllocator) throws -> (payload: ByteBuffer, reservedBits: UInt8)? {
-        guard allowed, message.readableBytes >= options.threshold else { return nil }
+        // zlib cannot make raw DEFLATE with an 8-bit window (it refuses, and a 9-bit stream would
+        // break the agreement): under an 8-bit limit, messages go out uncompressed, which RFC 7692
+        // always allows.
+        guard allowed, compressWindowBits >= 9, message.readableBytes >= options.threshold else { return nil }
         let compressor = try self.compressor ?? makeCompressor()
         var input = message
         var output = allocator.buffer(capacity: compressor.maxSize(from: input))
