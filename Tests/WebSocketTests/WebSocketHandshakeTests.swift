@@ -217,14 +217,14 @@ struct WebSocketHandshakeTests {
             _ = try await WebSocketClient().connect(url: server.url)
             Issue.record("connect should fail")
         } catch let error as WebSocketError {
-            #expect(error.code == .handshakeFailed)
+            #expect(error.code == .unexpectedStatus)
             #expect(error.message.contains("403"))
         }
         do {
             _ = try await WebSocketClient().connect(url: "ws://127.0.0.1:1/")
             Issue.record("connect should fail")
         } catch let error as WebSocketError {
-            #expect(error.code == .connectionFailed)
+            #expect(error.code == .connectionRefused)
         }
     }
 }

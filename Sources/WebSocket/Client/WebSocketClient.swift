@@ -3,17 +3,32 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Connects to WebSocket servers: the Swift counterpart of WebSocket-Node's `WebSocketClient`.
 ///
 /// ```swift
 /// let client = WebSocketClient()
-/// let connection = try await client.connect(url: "ws://127.0.0.1:8080/", protocols: ["echo"])
+/// let connection = try await client.connect(url: "wss://example.com/chat", protocols: ["echo"])
 /// connection.sendUTF("hello")
 /// for try await message in connection.messages { print(message) }
 /// ```
 ///
-/// Or Node-style, with `onConnect` / `onConnectFailed` and `connect(url:…)` returning at once.
+/// Or Node-style: register ``onConnect(_:)`` and ``onConnectFailed(_:)`` (and optionally
+/// ``onHttpResponse(_:)``), then call ``connect(url:protocols:origin:headers:requestOptions:)``,
+/// which returns at once. The events are emitted for both styles, on the connection's event
+/// loop; `connect` listeners run before any message of the new connection is delivered.
+///
+/// One client may run several connection attempts, one after another or at once;
+/// ``abort()`` abandons all that have not finished.
 public final class WebSocketClient: Sendable {
     /// The client's options.
     public let configuration: Configuration
@@ -23,18 +38,45 @@ public final class WebSocketClient: Sendable {
     public let logger: Logger
 
     let connectHandlers = WebSocketEventHandlers<WebSocketConnection>()
-    let connectFailedHandlers = WebSocketEventHandlers<any Error>()
-    let httpResponseHandlers = WebSocketEventHandlers<(HTTPResponseHead, WebSocketClient)>()
-    private let pending = NIOLockedValueBox<Channel?>(nil)
-    private let aborted = NIOLockedValueBox(false)
+    let connectFailedHandlers = WebSocketEventHandlers<WebSocketError>()
+    let httpResponseHandlers = WebSocketEventHandlers<(HTTPResponse, WebSocketClient)>()
+    private let attempts = NIOLockedValueBox<(next: UInt64, live: [UInt64: EventLoopPromise<WebSocketConnection>])>((0, [:]))
+    private let cachedTLSContext = NIOLockedValueBox<NIOSSLContext?>(nil)
+
+    /// A server's answer other than 101 Switching Protocols, as the `httpResponse` event
+    /// gives it (Node's `http.IncomingMessage`: status, headers and body).
+    public struct HTTPResponse: Sendable {
+        /// The status line and headers.
+        public var head: HTTPResponseHead
+        /// The body, at most the first 64 KiB of it.
+        public var body: ByteBuffer
+
+        /// The status code, e.g. 404.
+        public var statusCode: Int { Int(head.status.code) }
+        /// The reason phrase, e.g. `Not Found`.
+        public var statusMessage: String { head.status.reasonPhrase }
+        /// The response headers.
+        public var headers: HTTPHeaders { head.headers }
+
+        /// Creates a response value.
+        public init(head: HTTPResponseHead, body: ByteBuffer = ByteBuffer()) {
+            self.head = head
+            self.body = body
+        }
+    }
 
     /// Carries the non-101 response, when there was one, to the `httpResponse` event.
     struct HandshakeFailure: Error {
         var error: WebSocketError
-        var response: HTTPResponseHead?
+        var response: HTTPResponse?
     }
 
     /// Creates a client.
+    ///
+    /// - Parameters:
+    ///   - configuration: the options; WebSocket-Node's client defaults unless changed.
+    ///   - eventLoopGroup: where connections run; by default NIO's shared group.
+    ///   - logger: where to log.
     public init(
         configuration: Configuration = Configuration(),
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
@@ -45,165 +87,267 @@ public final class WebSocketClient: Sendable {
         self.logger = logger
     }
 
-    /// Registers a handler for `connect`: the handshake succeeded.
+    // MARK: Events
+
+    /// Registers a handler for `connect`: the handshake succeeded. It runs on the connection's
+    /// event loop right after the handshake, before the socket is read again; messages that
+    /// came with the handshake wait for the first `message` listener, so none is missed.
     @discardableResult
     public func onConnect(_ handler: @escaping @Sendable (WebSocketConnection) -> Void) -> WebSocketHandlerToken {
         connectHandlers.add(handler)
     }
 
-    /// Registers a handler for `connectFailed`, with a ``WebSocketError`` that says why.
+    /// Registers a handler for `connectFailed`, with a ``WebSocketError`` whose ``WebSocketError/code``
+    /// says what went wrong: `.dnsFailed`, `.connectionRefused`, `.connectionFailed`, `.timeout`,
+    /// `.tlsFailed`, `.proxyFailed`, `.unexpectedStatus`, `.invalidAcceptKey`,
+    /// `.protocolNotOffered`, `.extensionNotOffered`, `.handshakeFailed`, `.invalidURL`,
+    /// `.invalidArgument` or `.aborted`; its message gives the details.
     @discardableResult
-    public func onConnectFailed(_ handler: @escaping @Sendable (any Error) -> Void) -> WebSocketHandlerToken {
+    public func onConnectFailed(_ handler: @escaping @Sendable (WebSocketError) -> Void) -> WebSocketHandlerToken {
         connectFailedHandlers.add(handler)
     }
 
     /// Registers a handler for `httpResponse`: the server answered with a status other than
-    /// 101. When a handler is registered, it replaces `connectFailed` for that case.
+    /// 101. While any such handler is registered, it replaces `connectFailed` for that case.
     @discardableResult
-    public func onHttpResponse(_ handler: @escaping @Sendable (HTTPResponseHead, WebSocketClient) -> Void) -> WebSocketHandlerToken {
+    public func onHttpResponse(_ handler: @escaping @Sendable (HTTPResponse, WebSocketClient) -> Void) -> WebSocketHandlerToken {
         httpResponseHandlers.add { handler($0.0, $0.1) }
     }
 
-    /// Starts connecting to `url` (`ws://host[:port]/path`); the outcome comes as `connect`,
+    /// Unregisters a handler.
+    public func removeHandler(_ token: WebSocketHandlerToken) { token.cancel() }
+
+    // MARK: Connecting
+
+    /// Starts connecting to `url` and returns at once; the outcome comes as `connect`,
     /// `connectFailed` or `httpResponse`.
-    public func connect(url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:]) {
-        Task {
+    ///
+    /// - Parameters:
+    ///   - url: `ws://` or `wss://`, with a host name, an IPv4 address or an IPv6 literal in
+    ///     brackets (`ws://[::1]:8080/`), an optional port, path and query. `user:password@`
+    ///     in the URL is sent as `Authorization: Basic`.
+    ///   - protocols: the subprotocols to offer, in order of preference.
+    ///   - origin: sent as `Origin` (`Sec-WebSocket-Origin` for version 8).
+    ///   - headers: extra request headers.
+    ///   - requestOptions: a proxy, and TLS settings for this connection.
+    ///
+    /// In an `async` context Swift prefers the `async` overload of the same name; write
+    /// `client.connect(url: url) as Void` there to start a Node-style attempt.
+    public func connect(
+        url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
+        requestOptions: RequestOptions? = nil
+    ) {
+        _ = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
+    }
+
+    /// Connects to `url` and returns the open connection, or throws a ``WebSocketError`` that
+    /// says what went wrong (see ``onConnectFailed(_:)`` for the codes). Cancelling the task
+    /// aborts the attempt. The parameters are those of
+    /// ``connect(url:protocols:origin:headers:requestOptions:)``; the events are emitted too.
+    public func connect(
+        url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
+        requestOptions: RequestOptions? = nil
+    ) async throws -> WebSocketConnection {
+        let promise = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
+        return try await withTaskCancellationHandler {
             do {
-                let connection = try await self.open(url: url, protocols: protocols, origin: origin, headers: headers)
-                connection.onLoop { _ in self.connectHandlers.emit(connection) }
+                return try await promise.futureResult.get()
             } catch let failure as HandshakeFailure {
+                throw failure.error
+            }
+        } onCancel: {
+            promise.fail(WebSocketError(.aborted, "The connection attempt to \(url) was cancelled"))
+        }
+    }
+
+    /// Abandons every connection attempt of this client that has not finished; each fails
+    /// with `.aborted`. Connections already open are not affected.
+    public func abort() {
+        let live = attempts.withLockedValue { Array($0.live.values) }
+        for promise in live {
+            promise.fail(WebSocketError(.aborted, "The connection attempt was aborted"))
+        }
+    }
+
+    // MARK: Internals
+
+    /// Starts an attempt; the returned promise completes with the connection, a
+    /// ``HandshakeFailure`` or a ``WebSocketError``. The events are emitted when it completes.
+    func start(
+        url: String, protocols: [String], origin: String?, headers: [String: String], requestOptions: RequestOptions?
+    ) -> EventLoopPromise<WebSocketConnection> {
+        let eventLoop = eventLoopGroup.next()
+        let promise = eventLoop.makePromise(of: WebSocketConnection.self)
+        let id = attempts.withLockedValue { state -> UInt64 in
+            state.next += 1
+            state.live[state.next] = promise
+            return state.next
+        }
+        promise.futureResult.whenComplete { result in
+            self.attempts.withLockedValue { _ = $0.live.removeValue(forKey: id) }
+            switch result {
+            case .success(let connection):
+                self.connectHandlers.emit(connection)
+            case .failure(let failure as HandshakeFailure):
+                self.logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(failure.error)"])
                 if let response = failure.response, !self.httpResponseHandlers.isEmpty {
                     self.httpResponseHandlers.emit((response, self))
                 } else {
                     self.connectFailedHandlers.emit(failure.error)
                 }
-            } catch {
-                self.connectFailedHandlers.emit(error)
+            case .failure(let error):
+                self.logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(error)"])
+                self.connectFailedHandlers.emit(
+                    error as? WebSocketError ?? WebSocketError(.connectionFailed, "Could not connect to \(url): \(error)"))
             }
         }
-    }
-
-    /// Connects to `url` and returns the open connection, or throws a ``WebSocketError`` that
-    /// says what went wrong (refused, timeout, non-101 status, bad accept key, …).
-    public func connect(url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:]) async throws -> WebSocketConnection {
         do {
-            return try await open(url: url, protocols: protocols, origin: origin, headers: headers)
-        } catch let failure as HandshakeFailure {
-            throw failure.error
+            try begin(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions, promise: promise)
+        } catch {
+            promise.fail(error)
         }
+        return promise
     }
 
-    /// Abandons a connection attempt that has not finished; it fails with `aborted`.
-    public func abort() {
-        aborted.withLockedValue { $0 = true }
-        pending.withLockedValue { $0 }?.close(promise: nil)
-    }
-
-    private func open(url: String, protocols: [String], origin: String?, headers: [String: String]) async throws -> WebSocketConnection {
-        aborted.withLockedValue { $0 = false }
+    private func begin(
+        url: String, protocols: [String], origin: String?, headers: [String: String], requestOptions: RequestOptions?,
+        promise: EventLoopPromise<WebSocketConnection>
+    ) throws {
         let target = try WebSocketURL(url)
-        guard target.scheme == "ws" else {
-            throw WebSocketError(.invalidURL, "Only ws:// URLs are supported by this build; got \(target.scheme)://")
-        }
         guard configuration.webSocketVersion == 13 || configuration.webSocketVersion == 8 else {
             throw WebSocketError(.invalidArgument, "webSocketVersion must be 13 or 8, not \(configuration.webSocketVersion)")
         }
+        try Self.validate(protocols: protocols)
+        var headerList = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        for (name, value) in headerList {
+            guard Self.isToken(name), !value.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                throw WebSocketError(.invalidArgument, "Invalid request header \"\(name)\"")
+            }
+        }
+        if let userInfo = target.userInfo, !headers.keys.contains(where: { $0.lowercased() == "authorization" }) {
+            headerList.append(("Authorization", "Basic " + Base64.encode(Array(userInfo.utf8))))
+        }
+
+        let tlsContext: NIOSSLContext?
+        do {
+            tlsContext = target.isSecure ? try sslContext(for: requestOptions) : nil
+        } catch {
+            throw WebSocketError(.tlsFailed, "The TLS configuration is not usable: \(error)")
+        }
+        let serverName = requestOptions?.serverName ?? (target.hostIsIPAddress ? nil : target.host)
+        let proxy = requestOptions?.proxy
+        let proxyName = proxy.map { ($0.host.contains(":") ? "[\($0.host)]" : $0.host) + ":\($0.port)" }
+        let peer = target.authority + (proxyName.map { " (via proxy \($0))" } ?? "")
         let request = WebSocketClientHandshakeHandler.Request(
             target: target.resource, host: target.hostHeader, protocols: protocols, origin: origin,
-            headers: headers.sorted { $0.key < $1.key }, version: configuration.webSocketVersion,
-            options: configuration.connectionOptions, logger: logger)
-        let eventLoop = eventLoopGroup.next()
-        let promise = eventLoop.makePromise(of: WebSocketConnection.self)
-        let timeout = TimeAmount(configuration.handshakeTimeout)
-        let channel: Channel
-        do {
-            channel = try await ClientBootstrap(group: eventLoop)
-                .connectTimeout(timeout)
-                .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: configuration.disableNagleAlgorithm ? 1 : 0)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let encoder = HTTPRequestEncoder()
-                        let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes))
-                        let handshake = WebSocketClientHandshakeHandler(request: request, encoder: encoder, decoder: decoder, promise: promise)
-                        try channel.pipeline.syncOperations.addHandlers([encoder, decoder, handshake])
+            headers: headerList, version: configuration.webSocketVersion,
+            options: configuration.connectionOptions, logger: logger, peerDescription: peer)
+
+        let eventLoop = promise.futureResult.eventLoop
+        let handshakeTimeout = configuration.handshakeTimeout
+        let timer = eventLoop.scheduleTask(in: TimeAmount(handshakeTimeout)) {
+            promise.fail(WebSocketError(.timeout, "Connecting to \(peer) and the opening handshake did not finish within \(handshakeTimeout)"))
+        }
+        promise.futureResult.whenComplete { _ in timer.cancel() }
+
+        let (connectHost, connectPort) = proxy.map { ($0.host, $0.port) } ?? (target.host, target.port)
+        let proxyAuthorization = proxy?.authorization?.headerValue
+        let nodelay = configuration.disableNagleAlgorithm
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(handshakeTimeout))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let proxyName {
+                        try pipeline.addHandler(
+                            WebSocketProxyConnectHandler(
+                                target: target.authority, proxyDescription: proxyName, authorization: proxyAuthorization,
+                                failure: { promise.fail(HandshakeFailure(error: $0, response: nil)) }))
                     }
+                    if let tlsContext {
+                        do {
+                            try pipeline.addHandler(NIOSSLClientHandler(context: tlsContext, serverHostname: serverName))
+                        } catch {
+                            throw WebSocketError(.tlsFailed, "Cannot use \"\(serverName ?? "")\" as the TLS server name: \(error)")
+                        }
+                    }
+                    let encoder = HTTPRequestEncoder()
+                    let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .fireError))
+                    let handshake = WebSocketClientHandshakeHandler(request: request, encoder: encoder, decoder: decoder, promise: promise)
+                    try pipeline.addHandlers([encoder, decoder, handshake])
                 }
-                .connect(host: target.host, port: target.port)
-                .get()
-        } catch {
-            promise.fail(error)
-            throw WebSocketError(.connectionFailed, "Could not connect to \(target.host):\(target.port): \(error)")
-        }
-        pending.withLockedValue { $0 = channel }
-        if aborted.withLockedValue({ $0 }) { channel.close(promise: nil) }
-        let timer = eventLoop.scheduleTask(in: timeout) {
-            promise.fail(HandshakeFailure(error: WebSocketError(.timeout, "The opening handshake did not finish within \(self.configuration.handshakeTimeout)"), response: nil))
-            channel.close(promise: nil)
-        }
-        defer {
-            timer.cancel()
-            pending.withLockedValue { $0 = nil }
-        }
-        do {
-            return try await promise.futureResult.get()
-        } catch let failure as HandshakeFailure {
-            if aborted.withLockedValue({ $0 }) { throw WebSocketError(.aborted, "The connection attempt was aborted") }
-            throw failure
-        }
-    }
-}
-
-/// A parsed `ws://` or `wss://` URL.
-struct WebSocketURL {
-    var scheme: String
-    var host: String
-    var port: Int
-    var resource: String
-
-    var hostHeader: String {
-        let h = host.contains(":") ? "[\(host)]" : host
-        let defaultPort = scheme == "wss" ? 443 : 80
-        return port == defaultPort ? h : "\(h):\(port)"
+            }
+            .connect(host: connectHost, port: connectPort)
+            .whenComplete { result in
+                switch result {
+                case .success(let channel):
+                    // Whatever ends the attempt unsuccessfully (timeout, abort) closes the socket.
+                    promise.futureResult.whenFailure { _ in channel.close(promise: nil) }
+                case .failure(let error):
+                    promise.fail(Self.classifyConnectError(error, host: connectHost, port: connectPort, isProxy: proxy != nil))
+                }
+            }
     }
 
-    init(_ url: String) throws {
-        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2 else {
-            throw WebSocketError(.invalidURL, "Not a WebSocket URL (expected ws://host/path): \(url)")
+    private func sslContext(for requestOptions: RequestOptions?) throws -> NIOSSLContext {
+        if let custom = requestOptions?.tlsConfiguration {
+            return try NIOSSLContext(configuration: custom)
         }
-        scheme = parts[0].lowercased()
-        guard scheme == "ws" || scheme == "wss" else {
-            throw WebSocketError(.invalidURL, "Unsupported URL scheme \"\(scheme)\"; use ws:// or wss://")
+        return try cachedTLSContext.withLockedValue { cached in
+            if let cached { return cached }
+            let context = try NIOSSLContext(configuration: configuration.tlsConfiguration)
+            cached = context
+            return context
         }
-        var rest = parts[1]
-        var authority = rest
-        if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) {
-            authority = rest[..<slash]
-            rest = rest[slash...]
-            resource = rest.first == "?" ? "/" + rest : String(rest)
-        } else {
-            resource = "/"
-        }
-        if let hash = resource.firstIndex(of: "#") { resource = String(resource[..<hash]) }
-        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
-        port = scheme == "wss" ? 443 : 80
-        if authority.first == "[" {
-            guard let close = authority.firstIndex(of: "]") else { throw WebSocketError(.invalidURL, "Unterminated IPv6 literal in \(url)") }
-            host = String(authority[authority.index(after: authority.startIndex)..<close])
-            let after = authority[authority.index(after: close)...]
-            if after.first == ":" {
-                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else { throw WebSocketError(.invalidURL, "Invalid port in \(url)") }
-                port = p
+    }
+
+    /// Characters a subprotocol name (an HTTP token) may not contain, besides controls and space.
+    private static let separators = Set("()<>@,;:\\\"/[]?={}")
+
+    static func isToken(_ s: String) -> Bool {
+        !s.isEmpty && s.unicodeScalars.allSatisfy { $0.value >= 0x21 && $0.value <= 0x7E && !separators.contains(Character($0)) }
+    }
+
+    /// Node's check: every subprotocol is a token; we also refuse duplicates (RFC 6455 §4.1).
+    static func validate(protocols: [String]) throws {
+        var seen = Set<String>()
+        for name in protocols {
+            guard isToken(name) else {
+                throw WebSocketError(.invalidArgument, "The subprotocol \"\(name)\" is not a valid token (no spaces, controls or separators like , ; / \")")
             }
-        } else if let colon = authority.lastIndex(of: ":") {
-            host = String(authority[..<colon])
-            guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else {
-                throw WebSocketError(.invalidURL, "Invalid port in \(url)")
+            guard seen.insert(name.lowercased()).inserted else {
+                throw WebSocketError(.invalidArgument, "The subprotocol \"\(name)\" is offered twice")
             }
-            port = p
-        } else {
-            host = String(authority)
         }
-        guard !host.isEmpty else { throw WebSocketError(.invalidURL, "No host in \(url)") }
+    }
+
+    /// Turns a TCP connect failure into a ``WebSocketError`` naming the cause.
+    static func classifyConnectError(_ error: any Error, host: String, port: Int, isProxy: Bool) -> WebSocketError {
+        let what = (isProxy ? "the proxy " : "") + (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
+        func isRefused(_ error: any Error) -> Bool {
+            (error as? IOError)?.errnoCode == ECONNREFUSED
+        }
+        if let error = error as? NIOConnectionError {
+            if error.connectionErrors.isEmpty, let dns = error.dnsAError ?? error.dnsAAAAError {
+                return WebSocketError(.dnsFailed, "Could not resolve the host name \"\(host)\"\(isProxy ? " of the proxy" : ""): \(dns)")
+            }
+            if !error.connectionErrors.isEmpty, error.connectionErrors.allSatisfy({ isRefused($0.error) }) {
+                return WebSocketError(.connectionRefused, "Connection refused by \(what) (nothing listens there?)")
+            }
+            let details = error.connectionErrors.map { "\($0.target): \($0.error)" }.joined(separator: "; ")
+            return WebSocketError(.connectionFailed, "Could not connect to \(what): \(details.isEmpty ? "\(error)" : details)")
+        }
+        if let error = error as? ChannelError, case .connectTimeout(let amount) = error {
+            return WebSocketError(.timeout, "Could not connect to \(what) within \(Double(amount.nanoseconds) / 1e9) s")
+        }
+        if isRefused(error) {
+            return WebSocketError(.connectionRefused, "Connection refused by \(what) (nothing listens there?)")
+        }
+        if error is SocketAddressError || error is SocketAddressError.UnknownHost {
+            return WebSocketError(.dnsFailed, "Could not resolve the host name \"\(host)\": \(error)")
+        }
+        if let error = error as? WebSocketError { return error }
+        return WebSocketError(.connectionFailed, "Could not connect to \(what): \(error)")
     }
 }

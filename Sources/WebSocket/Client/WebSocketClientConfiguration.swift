@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 
 extension WebSocketClient {
     /// The client's options, named and defaulted as WebSocket-Node's `WebSocketClient` config.
@@ -32,6 +33,21 @@ extension WebSocketClient {
         public var dropConnectionOnKeepaliveTimeout = true
         /// Time allowed for an answer after a keepalive ping was written. Default 10 s.
         public var keepaliveGracePeriod: Duration = .seconds(10)
+
+        /// TLS settings for `wss://` (swift-nio-ssl's own type). The default,
+        /// `TLSConfiguration.makeClientConfiguration()`, trusts the system's root certificates
+        /// and checks the certificate chain and the host name.
+        ///
+        /// - A private CA: `tlsConfiguration.trustRoots = .file("/path/ca.pem")` (or
+        ///   `.certificates([...])`); `additionalTrustRoots` adds to the system's instead.
+        /// - A client certificate: `certificateChain = [.certificate(cert)]` and
+        ///   `privateKey = .privateKey(key)` (or `.file(path)`).
+        /// - For tests only, skipping verification entirely:
+        ///   `tlsConfiguration.certificateVerification = .none`.
+        ///
+        /// SNI is the URL's host name (see ``WebSocketClient/RequestOptions/serverName``), and
+        /// ``WebSocketClient/RequestOptions/tlsConfiguration`` overrides this for one connection.
+        public var tlsConfiguration: TLSConfiguration = .makeClientConfiguration()
 
         /// The defaults above.
         public init() {}

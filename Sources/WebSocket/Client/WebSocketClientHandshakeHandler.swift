@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Sends the opening handshake request, checks the server's answer (RFC 6455 §4.1), and swaps
 /// the HTTP handlers for the connection's handler.
@@ -17,7 +18,12 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         var version: Int
         var options: WebSocketConnectionOptions
         var logger: Logger
+        /// Where the connection goes, for error messages (`host:port`).
+        var peerDescription: String
     }
+
+    /// The most body bytes of a non-101 response kept for `httpResponse`.
+    static let maxResponseBody = 64 * 1024
 
     private let request: Request
     private let key = WebSocketHandshake.makeKey()
@@ -25,7 +31,13 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
     private let decoder: ByteToMessageHandler<HTTPResponseDecoder>
     private let promise: EventLoopPromise<WebSocketConnection>
     private var head: HTTPResponseHead?
+    private var body: ByteBuffer?
+    private var sent = false
     private var done = false
+    /// The connection, once the 101 was accepted.
+    private var upgraded: WebSocketConnection?
+    /// Bytes that followed the 101 in the decoder's buffer.
+    private var leftover: ByteBuffer?
 
     init(request: Request, encoder: HTTPRequestEncoder, decoder: ByteToMessageHandler<HTTPResponseDecoder>, promise: EventLoopPromise<WebSocketConnection>) {
         self.request = request
@@ -42,8 +54,6 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         sendRequest(context: context)
         context.fireChannelActive()
     }
-
-    private var sent = false
 
     private func sendRequest(context: ChannelHandlerContext) {
         guard !sent else { return }
@@ -71,70 +81,144 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         switch unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
-        case .body:
-            break
+        case .body(var part):
+            guard head?.status != .switchingProtocols else { return }
+            let room = Self.maxResponseBody - (body?.readableBytes ?? 0)
+            if part.readableBytes > room {
+                // Keep what fits, then report at once.
+                if var slice = part.readSlice(length: room) { body.setOrWriteBuffer(&slice) }
+                if let head { finish(head, context: context) }
+                return
+            }
+            body.setOrWriteBuffer(&part)
         case .end:
             guard let head else { return }
-            done = true
             finish(head, context: context)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(WebSocketError(.handshakeFailed, "The server closed the connection during the opening handshake"), context: context)
+        if !done {
+            if let head, head.status != .switchingProtocols {
+                // A non-101 answer whose body ran until the connection closed.
+                finish(head, context: context)
+            } else {
+                fail(WebSocketError(.handshakeFailed, "The server \(request.peerDescription) closed the connection during the opening handshake"), context: context)
+            }
+        }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(WebSocketError(.handshakeFailed, "Opening handshake failed: \(error)"), context: context)
+        if upgraded != nil, case ByteToMessageDecoderError.leftoverDataWhenDone(var bytes) = error {
+            leftover.setOrWriteBuffer(&bytes)
+            return
+        }
+        fail(Self.classify(error, peer: request.peerDescription), context: context)
     }
 
-    private func fail(_ error: WebSocketError, context: ChannelHandlerContext, response: HTTPResponseHead? = nil) {
+    /// Turns a pipeline error into a ``WebSocketError`` that says which step failed.
+    static func classify(_ error: any Error, peer: String) -> WebSocketError {
+        if let error = error as? WebSocketError { return error }
+        if error is NIOSSLError || error is NIOSSLExtraError || error is BoringSSLError {
+            var hint = ""
+            let text = "\(error)"
+            if text.contains("CERTIFICATE_VERIFY_FAILED") {
+                hint = " (the server's certificate is not trusted: set tlsConfiguration.trustRoots to its CA)"
+            } else if text.contains("failedToValidateHostname") {
+                hint = " (the server's certificate is not valid for this host name)"
+            }
+            return WebSocketError(.tlsFailed, "TLS handshake with \(peer) failed\(hint): \(error)")
+        }
+        if error is HTTPParserError {
+            return WebSocketError(.handshakeFailed, "The server \(peer) sent a malformed HTTP response: \(error)")
+        }
+        return WebSocketError(.handshakeFailed, "The opening handshake with \(peer) failed: \(error)")
+    }
+
+    private func fail(_ error: WebSocketError, context: ChannelHandlerContext, response: WebSocketClient.HTTPResponse? = nil) {
+        guard !done else { return }
         done = true
         promise.fail(WebSocketClient.HandshakeFailure(error: error, response: response))
         context.close(promise: nil)
     }
 
     private func finish(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
+        guard !done else { return }
         let headers = head.headers
+        func reject(_ code: WebSocketError.Code, _ message: String, response: WebSocketClient.HTTPResponse? = nil) {
+            fail(WebSocketError(code, message), context: context, response: response)
+        }
         guard head.status == .switchingProtocols else {
-            return fail(
-                WebSocketError(.handshakeFailed, "Server responded with a non-101 status: \(head.status.code) \(head.status.reasonPhrase)"),
-                context: context, response: head)
+            let statusLine = "\(head.version) \(head.status.code) \(head.status.reasonPhrase)"
+            return reject(
+                .unexpectedStatus, "The server \(request.peerDescription) answered with \(statusLine) instead of 101 Switching Protocols",
+                response: WebSocketClient.HTTPResponse(head: head, body: body ?? ByteBuffer()))
         }
         guard WebSocketHandshake.headerContainsToken(headers, "upgrade", "websocket") else {
-            return fail(WebSocketError(.handshakeFailed, "Expected an Upgrade: websocket response header"), context: context)
+            return reject(.handshakeFailed, "Expected an Upgrade: websocket header from the server, got \(headers["upgrade"].first.map { "\"\($0)\"" } ?? "none")")
         }
         guard WebSocketHandshake.headerContainsToken(headers, "connection", "upgrade") else {
-            return fail(WebSocketError(.handshakeFailed, "Expected a Connection: Upgrade response header"), context: context)
+            return reject(.handshakeFailed, "Expected a Connection: Upgrade header from the server, got \(headers["connection"].first.map { "\"\($0)\"" } ?? "none")")
         }
-        guard headers.first(name: "sec-websocket-accept") == WebSocketHandshake.acceptValue(forKey: key) else {
-            return fail(WebSocketError(.handshakeFailed, "Sec-WebSocket-Accept header from server didn't match expected value"), context: context)
+        let expected = WebSocketHandshake.acceptValue(forKey: key)
+        guard let accept = headers.first(name: "sec-websocket-accept") else {
+            return reject(.invalidAcceptKey, "The server sent no Sec-WebSocket-Accept header")
+        }
+        guard accept == expected else {
+            return reject(.invalidAcceptKey, "Sec-WebSocket-Accept header from server didn't match expected value of \(expected) (got \(accept))")
         }
         var chosen: String?
         if let answered = headers.first(name: "sec-websocket-protocol") {
-            let lower = answered.lowercased()
+            let lower = answered.trimmingSpaces().lowercased()
             guard request.protocols.contains(where: { $0.lowercased() == lower }) else {
-                return fail(WebSocketError(.handshakeFailed, "Server accepted a subprotocol the client did not request: \(answered)"), context: context)
+                let offered = request.protocols.isEmpty ? "none" : request.protocols.joined(separator: ", ")
+                return reject(.protocolNotOffered, "The server chose the subprotocol \"\(answered)\", which the client did not offer (offered: \(offered))")
             }
             chosen = lower
         }
-        if let extensions = headers.first(name: "sec-websocket-extensions"), !extensions.isEmpty {
-            return fail(WebSocketError(.handshakeFailed, "Server accepted an extension the client did not offer: \(extensions)"), context: context)
+        let extensions = headers["sec-websocket-extensions"].filter { !$0.trimmingSpaces().isEmpty }
+        if !extensions.isEmpty {
+            return reject(.extensionNotOffered, "The server accepted the extension \"\(extensions.joined(separator: ", "))\", which the client did not offer")
         }
+        done = true
         let connection = WebSocketConnection(
             channel: context.channel, role: .client, options: request.options, protocol: chosen, extensions: [],
             remoteAddress: context.channel.remoteAddress?.ipAddress ?? "", webSocketVersion: request.version,
             logger: request.logger)
+        upgraded = connection
+        // The HTTP handlers must be gone before anything is sent: the decoder observes writes
+        // too. Its removal takes effect on the next tick and hands us, as an error, the bytes
+        // that followed the 101 (the server's first frames); we keep them for the connection.
         let pipeline = context.pipeline.syncOperations
+        pipeline.removeHandler(encoder, promise: nil)
+        let removed = context.eventLoop.makePromise(of: Void.self)
+        pipeline.removeHandler(decoder, promise: removed)
+        removed.futureResult.assumeIsolated().whenComplete { _ in
+            self.completeUpgrade(context: context)
+        }
+    }
+
+    /// The HTTP decoder is gone: install the connection, emit `connect` (inside `succeed`),
+    /// then leave, handing the connection the bytes that came with the handshake.
+    private func completeUpgrade(context: ChannelHandlerContext) {
+        guard let connection = upgraded else { return }
         do {
-            try pipeline.addHandler(connection.channelHandler)
-            _ = pipeline.removeHandler(context: context)
-            _ = pipeline.removeHandler(encoder)
-            _ = pipeline.removeHandler(decoder)
+            try context.pipeline.syncOperations.addHandler(connection.channelHandler)
         } catch {
-            return fail(WebSocketError(.handshakeFailed, "Could not set up the connection: \(error)"), context: context)
+            promise.fail(WebSocketClient.HandshakeFailure(error: WebSocketError(.handshakeFailed, "Could not set up the connection: \(error)"), response: nil))
+            context.close(promise: nil)
+            return
         }
         promise.succeed(connection)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        if let leftover, leftover.readableBytes > 0 {
+            self.leftover = nil
+            context.fireChannelRead(NIOAny(leftover))
+        }
+        context.leavePipeline(removalToken: removalToken)
     }
 }

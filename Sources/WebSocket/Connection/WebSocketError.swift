@@ -28,6 +28,22 @@ public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertibl
         public static let alreadyDecided = Code(raw: "alreadyDecided")
         /// An argument that is not acceptable (see the message).
         public static let invalidArgument = Code(raw: "invalidArgument")
+        /// Client: the server's host name could not be resolved (DNS).
+        public static let dnsFailed = Code(raw: "dnsFailed")
+        /// Client: the server (or proxy) refused the TCP connection.
+        public static let connectionRefused = Code(raw: "connectionRefused")
+        /// Client: the TLS handshake failed (untrusted or mismatched certificate, protocol error).
+        public static let tlsFailed = Code(raw: "tlsFailed")
+        /// Client: the server answered the upgrade request with a status other than 101.
+        public static let unexpectedStatus = Code(raw: "unexpectedStatus")
+        /// Client: the server's `Sec-WebSocket-Accept` does not match the key sent.
+        public static let invalidAcceptKey = Code(raw: "invalidAcceptKey")
+        /// Client: the server chose a subprotocol the client did not offer.
+        public static let protocolNotOffered = Code(raw: "protocolNotOffered")
+        /// Client: the server accepted an extension the client did not offer.
+        public static let extensionNotOffered = Code(raw: "extensionNotOffered")
+        /// Client: the HTTP proxy refused or failed the `CONNECT` request.
+        public static let proxyFailed = Code(raw: "proxyFailed")
         public var description: String { raw }
     }
 
