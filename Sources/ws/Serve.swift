@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOSSL
 import WebSocket
 
@@ -11,11 +12,12 @@ import Glibc
 import Darwin
 #endif
 
-/// `ws serve`: an echo server on every path, accepting any origin and the first subprotocol the
-/// client offers (like `autoAcceptConnections`).
+/// `ws serve`: the library's demo. `GET /` is a chat page; `/chat` (subprotocol `chat`) is a
+/// chat room mounted through ``WebSocketRouter``; every other path echoes text and binary
+/// messages unchanged, accepting any origin and the first subprotocol offered.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run an echo server: every text and binary message is sent back unchanged.")
+        abstract: "Run the demo server: a chat room on /chat with its page on /, an echo server on every other path.")
 
     @Option(help: "The port to listen on (0 picks a free one).")
     var port: Int = 8080
@@ -38,33 +40,83 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The PEM private key of --tls-cert.")
     var tlsKey: String?
 
+    @Option(help: "The least severe log level shown: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Log lines as readable text or as JSON objects: text, json.")
+    var logFormat: String = "text"
+
+    @Flag(help: "Log only warnings and errors (no line per connection).")
+    var quiet = false
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard LogFormat(rawValue: logFormat) != nil else { throw ValidationError("--log-format must be text or json") }
+        guard (1...(1 << 30)).contains(maxFrameSize), (1...(1 << 30)).contains(maxMessageSize) else {
+            throw ValidationError("--max-frame-size and --max-message-size must be from 1 byte to 1 GiB")
+        }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+    }
+
     func run() async throws {
+        let level = quiet ? Logger.Level.warning : Logger.Level(rawValue: logLevel)!
+        let format = LogFormat(rawValue: logFormat)!
+        var logger = Logger(label: "ws.serve") { _ in WSLogHandler(format: format, level: level) }
+        logger.logLevel = level
+
         var configuration = WebSocketServer.Configuration()
         configuration.maxReceivedFrameSize = maxFrameSize
         configuration.maxReceivedMessageSize = maxMessageSize
-        configuration.autoAcceptConnections = true
         if deflate { configuration.perMessageDeflate = PerMessageDeflate.Options() }
-        let logger = Logger(label: "ws.serve")
         let server = WebSocketServer(configuration: configuration, logger: logger)
-        server.onConnect { connection in
-            connection.onMessage { message in connection.send(message) }
-        }
+        try Self.installDemo(on: server, logger: logger)
+
         var tls: TLSConfiguration?
-        switch (tlsCert, tlsKey) {
-        case (let cert?, let key?):
-            tls = try WebSocketServer.tlsConfiguration(certificateChainFile: cert, privateKeyFile: key)
-        case (nil, nil):
-            tls = nil
-        default:
-            throw ValidationError("--tls-cert and --tls-key go together")
+        if let tlsCert, let tlsKey {
+            tls = try WebSocketServer.tlsConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey)
         }
         let address = try await server.listen(host: host, port: port, tlsConfiguration: tls)
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        printLine("ws serve: listening on \(tls == nil ? "ws" : "wss")://\(shownHost):\(address.port ?? port)/")
+        let scheme = tls == nil ? "ws" : "wss"
+        printLine("ws serve: listening on \(scheme)://\(shownHost):\(address.port ?? port)/ (chat page: \(tls == nil ? "http" : "https")://\(shownHost):\(address.port ?? port)/)")
 
         let signal = await Self.waitForTerminationSignal()
         printLine("ws serve: received \(signal), shutting down")
         await server.shutDown()
+    }
+
+    /// The demo: the page, the chat room and the echo routes, and a log line per connection event.
+    static func installDemo(on server: WebSocketServer, logger: Logger) throws {
+        server.setHTTPHandler { head in
+            guard head.method == .GET, head.uri == "/" || head.uri.hasPrefix("/?") else {
+                return (.notFound, [:], "Not Found")
+            }
+            return (.ok, ["Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"], DemoPage.html)
+        }
+        let router = WebSocketRouter(server: server)
+        try ChatRoom(logger: logger).mount(on: router)
+        let echo: WebSocketRouter.Handler = { request in
+            guard let connection = try? request.accept(origin: request.origin) else { return }
+            connection.onMessage { connection.send($0) }
+        }
+        let everyOtherPath = try WebSocketRoutePath.regex("^(?!/chat$)")
+        try router.mount(everyOtherPath, protocol: "*", handler: echo)
+        try router.mount(everyOtherPath, handler: echo)
+
+        server.onConnect { connection in
+            var metadata: Logger.Metadata = ["remote": "\(connection.remoteAddress)"]
+            if let proto = connection.protocol { metadata["protocol"] = "\(proto)" }
+            if !connection.extensions.isEmpty { metadata["extensions"] = "\(connection.extensions.map(\.description).joined(separator: ", "))" }
+            logger.info("connection opened", metadata: metadata)
+        }
+        server.onClose { connection, code, description in
+            logger.info("connection closed", metadata: ["remote": "\(connection.remoteAddress)", "code": "\(code)", "reason": "\(description)"])
+        }
+        server.onUpgradeError { error in
+            logger.warning("upgrade refused", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Waits for SIGINT or SIGTERM and returns its name.

@@ -79,3 +79,22 @@ struct WebSocketRouterTests {
         try connection.close()
     }
 }
+
+@Suite("WebSocketRouter lifetime")
+struct WebSocketRouterLifetimeTests {
+    @Test("an attached router keeps routing after the caller drops its reference")
+    func keptAlive() async throws {
+        let server = try await TestServer.start(setup: { server in
+            let router = WebSocketRouter(server: server)
+            try? router.mount("*", protocol: "*") { request in
+                guard let connection = try? request.accept() else { return }
+                connection.onMessage { connection.send($0) }
+            }
+        })
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url, protocols: ["x"])
+        try await client.sendUTF("routed")
+        #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("routed"))
+        try client.close()
+    }
+}

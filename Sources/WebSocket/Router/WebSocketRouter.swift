@@ -30,7 +30,6 @@ public final class WebSocketRouter: Sendable {
 
     private struct State {
         var routes: [Route] = []
-        var server: WebSocketServer?
         var token: WebSocketHandlerToken?
     }
     private let state = NIOLockedValueBox(State())
@@ -41,24 +40,20 @@ public final class WebSocketRouter: Sendable {
     }
 
     /// Routes `server`'s `request` events through this router (detaching from any earlier one).
+    /// The server keeps the router alive until ``detachServer()``, as a Node server keeps its
+    /// listeners.
     public func attachServer(_ server: WebSocketServer) {
         detachServer()
-        let token = server.onRequest { [weak self] request in
-            self?.handleRequest(request)
+        let token = server.onRequest { request in
+            self.handleRequest(request)
         }
-        state.withLockedValue {
-            $0.server = server
-            $0.token = token
-        }
+        state.withLockedValue { $0.token = token }
     }
 
     /// Stops routing the attached server's requests.
     public func detachServer() {
         let token = state.withLockedValue { state -> WebSocketHandlerToken? in
-            defer {
-                state.token = nil
-                state.server = nil
-            }
+            defer { state.token = nil }
             return state.token
         }
         token?.cancel()
