@@ -67,7 +67,7 @@ struct ClientEchoTests {
                 #expect(try await connected.value() === connection)
                 for text in ["hello", "", "héllo 🌍 你好"] { try await expectEcho(connection, inbox, text) }
                 let bytes: [UInt8] = [0, 1, 2, 255, 254]
-                try await connection.sendBytes(bytes)
+                try await connection.sendBytes(ByteBuffer(bytes: bytes))
                 let echo = try await inbox.value(10, "the binary echo")
                 #expect(echo.type == .binary)
                 #expect(echo.binaryData.map { Array($0.readableBytesView) } == bytes)

@@ -241,7 +241,8 @@ public final class WebSocketClient: Sendable {
         let request = WebSocketClientHandshakeHandler.Request(
             target: target.resource, host: target.hostHeader, protocols: protocols, origin: origin,
             headers: headerList, version: configuration.webSocketVersion,
-            options: configuration.connectionOptions, logger: logger, peerDescription: peer)
+            options: configuration.connectionOptions, logger: logger, peerDescription: peer,
+            negotiators: configuration.negotiators)
 
         let eventLoop = promise.futureResult.eventLoop
         let handshakeTimeout = configuration.handshakeTimeout

@@ -49,8 +49,21 @@ extension WebSocketClient {
         /// ``WebSocketClient/RequestOptions/tlsConfiguration`` overrides this for one connection.
         public var tlsConfiguration: TLSConfiguration = .makeClientConfiguration()
 
+        /// permessage-deflate (RFC 7692): `nil` (default) does not offer it; set options to
+        /// offer it with those parameters. A server that accepts gets compressed messages; one
+        /// that does not answers without it and the connection goes on uncompressed.
+        public var perMessageDeflate: PerMessageDeflate.Options? = nil
+        /// Further extensions to offer, after permessage-deflate. Default none. A server that
+        /// accepts an extension not offered fails the connection (`.extensionNotOffered`).
+        public var extensions: [any WebSocketExtensionNegotiator] = []
+
         /// The defaults above.
         public init() {}
+
+        /// permessage-deflate first, then `extensions`.
+        var negotiators: [any WebSocketExtensionNegotiator] {
+            (perMessageDeflate.map { [PerMessageDeflate($0)] } ?? []) + extensions
+        }
 
         var connectionOptions: WebSocketConnectionOptions {
             WebSocketConnectionOptions(

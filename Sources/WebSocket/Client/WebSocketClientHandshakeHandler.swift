@@ -20,6 +20,8 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         var logger: Logger
         /// Where the connection goes, for error messages (`host:port`).
         var peerDescription: String
+        /// The extensions to offer.
+        var negotiators: [any WebSocketExtensionNegotiator]
     }
 
     /// The most body bytes of a non-101 response kept for `httpResponse`.
@@ -69,6 +71,10 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         }
         if !request.protocols.isEmpty {
             headers.add(name: "Sec-WebSocket-Protocol", value: request.protocols.joined(separator: ", "))
+        }
+        let offers = request.negotiators.flatMap { $0.makeOffers() }
+        if !offers.isEmpty {
+            headers.add(name: "Sec-WebSocket-Extensions", value: offers.map(\.description).joined(separator: ", "))
         }
         for (name, value) in request.headers { headers.add(name: name, value: value) }
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: request.target, headers: headers)
@@ -177,15 +183,29 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
             }
             chosen = lower
         }
-        let extensions = headers["sec-websocket-extensions"].filter { !$0.trimmingSpaces().isEmpty }
-        if !extensions.isEmpty {
-            return reject(.extensionNotOffered, "The server accepted the extension \"\(extensions.joined(separator: ", "))\", which the client did not offer")
+        // Each accepted extension must be one offered, once; its negotiator checks the answer.
+        var codecs: [any WebSocketExtensionCodec] = []
+        var seen = Set<String>()
+        for accepted in WebSocketExtension.parse(headers["sec-websocket-extensions"]) {
+            let name = accepted.name.lowercased()
+            guard let negotiator = request.negotiators.first(where: { $0.name.lowercased() == name }) else {
+                return reject(.extensionNotOffered, "The server accepted the extension \"\(accepted)\", which the client did not offer")
+            }
+            guard seen.insert(name).inserted else {
+                return reject(.handshakeFailed, "The server accepted the extension \(accepted.name) twice")
+            }
+            do {
+                codecs.append(try negotiator.accepted(response: accepted))
+            } catch {
+                let message = (error as? WebSocketError)?.message ?? "\(error)"
+                return reject(.handshakeFailed, "The server's answer for \(accepted.name) is not acceptable: \(message)")
+            }
         }
         done = true
         let connection = WebSocketConnection(
-            channel: context.channel, role: .client, options: request.options, protocol: chosen, extensions: [],
-            remoteAddress: context.channel.remoteAddress?.ipAddress ?? "", webSocketVersion: request.version,
-            logger: request.logger)
+            channel: context.channel, role: .client, options: request.options, protocol: chosen,
+            extensions: codecs.map(\.negotiated), remoteAddress: context.channel.remoteAddress?.ipAddress ?? "",
+            webSocketVersion: request.version, logger: request.logger, codecs: codecs)
         upgraded = connection
         // The HTTP handlers must be gone before anything is sent: the decoder observes writes
         // too. Its removal takes effect on the next tick and hands us, as an error, the bytes
