@@ -1,0 +1,229 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import WebSocket
+
+/// Everything a W3CWebSocket reports, in order.
+private enum W3CEvent: Sendable, Equatable {
+    case open(readyState: Int)
+    case message(W3CWebSocket.MessageData)
+    case error
+    case close(W3CWebSocket.CloseEvent, readyState: Int)
+}
+
+/// Creates a socket with every handler recording into the returned expectation.
+private func recordingSocket(
+    url: String, protocols: [String] = [], clientConfig: WebSocketClient.Configuration = WebSocketClient.Configuration()
+) throws -> (W3CWebSocket, Expectation<W3CEvent>) {
+    let events = Expectation<W3CEvent>()
+    let socket = try W3CWebSocket(url: url, protocols: protocols, clientConfig: clientConfig)
+    socket.onopen = { [unowned socket] in events.fulfill(.open(readyState: socket.readyState)) }
+    socket.onmessage = { events.fulfill(.message($0.data)) }
+    socket.onerror = { _ in events.fulfill(.error) }
+    socket.onclose = { [unowned socket] in events.fulfill(.close($0, readyState: socket.readyState)) }
+    return (socket, events)
+}
+
+@Suite("W3CWebSocket")
+struct W3CWebSocketTests {
+    @Test("CONNECTING → OPEN → CLOSING → CLOSED; protocol, url, text and binary messages in both binary types")
+    func lifecycle() async throws {
+        let server = try await TestServer.echo()
+        defer { Task { await server.stop() } }
+        let (socket, events) = try recordingSocket(url: server.url + "w3c", protocols: ["chat"])
+        #expect(socket.readyState == W3CWebSocket.CONNECTING)
+        #expect(socket.url == server.url + "w3c")
+        #expect(socket.protocol == "")
+        #expect(throws: WebSocketError.self) { try socket.send("too early") }
+        #expect(try await events.value() == .open(readyState: W3CWebSocket.OPEN))
+        #expect(socket.protocol == "chat")
+        #expect(socket.extensions == "")
+        #expect(socket.binaryType == .arraybuffer)
+
+        try socket.send("héllo 🌍")
+        #expect(try await events.value() == .message(.text("héllo 🌍")))
+        try socket.send([1, 2, 3] as [UInt8])
+        #expect(try await events.value() == .message(.arrayBuffer([1, 2, 3])))
+        socket.binaryType = .bytebuffer
+        try socket.send(ByteBuffer(bytes: [4, 5]))
+        #expect(try await events.value() == .message(.byteBuffer(ByteBuffer(bytes: [4, 5]))))
+
+        try socket.close(code: 4000, reason: "w3c bye")
+        #expect(socket.readyState == W3CWebSocket.CLOSING)
+        #expect(throws: WebSocketError.self) { try socket.send("after close") }
+        let closed = try await events.value()
+        #expect(closed == .close(.init(code: 4000, reason: "w3c bye", wasClean: true), readyState: W3CWebSocket.CLOSED))
+        #expect(socket.readyState == W3CWebSocket.CLOSED)
+        try socket.close()  // no-op once closed
+        #expect(await events.values(during: 0.2).isEmpty)
+        #expect(socket.bufferedAmount == 0)
+    }
+
+    @Test("close() checks its arguments like a browser: code 1000 or 3000-4999, reason at most 123 bytes")
+    func closeArguments() async throws {
+        let server = try await TestServer.echo()
+        defer { Task { await server.stop() } }
+        let (socket, events) = try recordingSocket(url: server.url)
+        #expect(try await events.value() == .open(readyState: W3CWebSocket.OPEN))
+        for code in [0, 999, 1001, 1005, 1006, 1011, 2999, 5000] {
+            #expect(throws: WebSocketError.self, "code \(code)") { try socket.close(code: code) }
+        }
+        do {
+            try socket.close(code: 1001)
+        } catch let error as WebSocketError {
+            #expect(error.code == .invalidCloseCode)
+            #expect(error.message.contains("InvalidAccessError"))
+        }
+        let tooLong = String(repeating: "é", count: 62)  // 124 bytes
+        do {
+            try socket.close(code: 1000, reason: tooLong)
+            Issue.record("a 124-byte reason was accepted")
+        } catch let error as WebSocketError {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("SyntaxError"))
+        }
+        #expect(socket.readyState == W3CWebSocket.OPEN)
+        let longest = String(repeating: "é", count: 61) + "x"  // 123 bytes
+        try socket.close(code: 4999, reason: longest)
+        #expect(try await events.value() == .close(.init(code: 4999, reason: longest, wasClean: true), readyState: W3CWebSocket.CLOSED))
+        // The checks come before the state check, as in browsers.
+        #expect(throws: WebSocketError.self) { try socket.close(code: 1001) }
+        try socket.close(code: 3000)
+    }
+
+    @Test("close() with no arguments sends 1000; the server closing with 4001 gives onclose 4001")
+    func closeCodes() async throws {
+        let serverSide = Expectation<WebSocketConnection>()
+        let closes = Expectation<CloseEvent>()
+        let server = try await TestServer.echo()
+        server.server.onConnect { serverSide.fulfill($0) }
+        server.server.onClose { _, code, description in closes.fulfill(CloseEvent(code: code, description: description)) }
+        defer { Task { await server.stop() } }
+
+        let (first, firstEvents) = try recordingSocket(url: server.url)
+        #expect(try await firstEvents.value() == .open(readyState: W3CWebSocket.OPEN))
+        try first.close()
+        #expect(try await closes.value().code == 1000)
+        #expect(try await firstEvents.value() == .close(.init(code: 1000, reason: "Normal connection closure", wasClean: true), readyState: W3CWebSocket.CLOSED))
+        _ = try await serverSide.value()
+
+        let (second, secondEvents) = try recordingSocket(url: server.url)
+        #expect(try await secondEvents.value() == .open(readyState: W3CWebSocket.OPEN))
+        try await serverSide.value().close(reasonCode: 4001, description: "server bye")
+        #expect(try await secondEvents.value() == .close(.init(code: 4001, reason: "server bye", wasClean: true), readyState: W3CWebSocket.CLOSED))
+        #expect(second.readyState == W3CWebSocket.CLOSED)
+    }
+
+    @Test("a connection that cannot be opened: onerror, then onclose 1006, readyState CLOSED")
+    func connectFailure() async throws {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        let errors = Expectation<String>()
+        let (socket, events) = try recordingSocket(url: "ws://127.0.0.1:\(port)/")
+        socket.onerror = { event in
+            errors.fulfill(event.message)
+            #expect((event.error as? WebSocketError)?.code == .connectionRefused)
+        }
+        #expect(try await errors.value().contains("refused"))
+        #expect(try await events.value() == .close(.init(code: 1006, reason: "connection failed", wasClean: false), readyState: W3CWebSocket.CLOSED))
+        #expect(socket.readyState == W3CWebSocket.CLOSED)
+    }
+
+    @Test("a server that drops the connection: onerror, then onclose 1006")
+    func abnormalClose() async throws {
+        let server = try await TestServer.echo()
+        let serverSide = Expectation<WebSocketConnection>()
+        server.server.onConnect { serverSide.fulfill($0) }
+        defer { Task { await server.stop() } }
+        let (_, events) = try recordingSocket(url: server.url)
+        #expect(try await events.value() == .open(readyState: W3CWebSocket.OPEN))
+        try await serverSide.value().drop(skipCloseFrame: true)
+        #expect(try await events.value() == .error)
+        #expect(try await events.value() == .close(.init(code: 1006, reason: WebSocketCloseReason.description(for: 1006), wasClean: false), readyState: W3CWebSocket.CLOSED))
+    }
+
+    @Test("close() while CONNECTING abandons the attempt: CLOSING, then onerror and onclose 1006")
+    func closeWhileConnecting() async throws {
+        let raw = try await RawHTTPServer.start { _ in nil }
+        defer { Task { await raw.stop() } }
+        let (socket, events) = try recordingSocket(url: "ws://127.0.0.1:\(raw.port)/")
+        try await withTimeout(5) { while raw.heads.all.isEmpty { try await Task.sleep(for: .milliseconds(5)) } }
+        #expect(socket.readyState == W3CWebSocket.CONNECTING)
+        try socket.close()
+        #expect(socket.readyState == W3CWebSocket.CLOSING)
+        #expect(try await events.value(2) == .error)
+        #expect(try await events.value(2) == .close(.init(code: 1006, reason: "connection failed", wasClean: false), readyState: W3CWebSocket.CLOSED))
+    }
+
+    @Test("bad URLs and subprotocol lists throw from the initializer")
+    func badArguments() {
+        #expect(throws: WebSocketError.self) { try W3CWebSocket(url: "http://example.test/") }
+        #expect(throws: WebSocketError.self) { try W3CWebSocket(url: "ws://") }
+        #expect(throws: WebSocketError.self) { try W3CWebSocket(url: "ws://127.0.0.1:1/", protocols: ["a,b"]) }
+        #expect(throws: WebSocketError.self) { try W3CWebSocket(url: "ws://127.0.0.1:1/", protocols: ["x", "x"]) }
+    }
+
+    @Test("bufferedAmount rises while the server does not read and falls to 0 when it reads again")
+    func bufferedAmount() async throws {
+        let received = Expectation<Int>()
+        let serverSide = Expectation<WebSocketConnection>()
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { request in
+                guard let connection = try? request.accept() else { return }
+                connection.pause()
+                connection.onMessage { received.fulfill($0.binaryData?.readableBytes ?? 0) }
+                serverSide.fulfill(connection)
+            }
+        })
+        defer { Task { await server.stop() } }
+        let (socket, events) = try recordingSocket(url: server.url)
+        #expect(try await events.value() == .open(readyState: W3CWebSocket.OPEN))
+        #expect(socket.bufferedAmount == 0)
+        let connection = try await serverSide.value()
+
+        let message = ByteBuffer(repeating: 0xA5, count: 256 * 1024)
+        let count = 64  // 16 MiB: more than the kernel buffers of both ends hold
+        for _ in 0..<count { try socket.send(message) }
+        #expect(socket.bufferedAmount > 0)
+        #expect(socket.bufferedAmount <= count * message.readableBytes)
+        // It stays up while the server does not read.
+        try await Task.sleep(for: .milliseconds(300))
+        let stuck = socket.bufferedAmount
+        #expect(stuck > 1 << 20, "only \(stuck) bytes still buffered: the socket took everything")
+
+        connection.resume()
+        try await withTimeout(30, "bufferedAmount to fall to 0") {
+            while socket.bufferedAmount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        for _ in 0..<count { #expect(try await received.value(10, "the server's messages") == message.readableBytes) }
+        try socket.close()
+        _ = try await events.value()
+    }
+
+    @Test("wss:// with the client configuration trusting the test CA; extensions lists permessage-deflate when agreed")
+    func tlsAndExtensions() async throws {
+        let tls = try await TLSTestServer.start()
+        defer { Task { await tls.stop() } }
+        let (socket, events) = try recordingSocket(url: "wss://localhost:\(tls.port)/", clientConfig: try ClientTLSFiles.clientTrustingTestCA())
+        #expect(try await events.value() == .open(readyState: W3CWebSocket.OPEN))
+        try socket.send("secure")
+        #expect(try await events.value() == .message(.text("secure")))
+        try socket.close()
+        #expect(try await events.value() == .close(.init(code: 1000, reason: "Normal connection closure", wasClean: true), readyState: W3CWebSocket.CLOSED))
+
+        let deflating = try await TestServer.echo { $0.perMessageDeflate = PerMessageDeflate.Options() }
+        defer { Task { await deflating.stop() } }
+        var configuration = WebSocketClient.Configuration()
+        configuration.perMessageDeflate = PerMessageDeflate.Options()
+        let (compressed, compressedEvents) = try recordingSocket(url: deflating.url, clientConfig: configuration)
+        #expect(try await compressedEvents.value() == .open(readyState: W3CWebSocket.OPEN))
+        #expect(compressed.extensions.hasPrefix("permessage-deflate"))
+        let text = String(repeating: "squeeze ", count: 10_000)
+        try compressed.send(text)
+        #expect(try await compressedEvents.value() == .message(.text(text)))
+        try compressed.close()
+    }
+}
