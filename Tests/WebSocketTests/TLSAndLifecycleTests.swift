@@ -74,8 +74,8 @@ struct TLSAndLifecycleTests {
         let closed = Expectation<Int>()
         client.onClose { code, _ in closed.fulfill(code) }
         await group.triggerGracefulShutdown()
-        #expect(try await closed.value() == 1001)
-        try await withTimeout(10) { try await running.value }
+        #expect(try await closed.value(15) == 1001)
+        try await withTimeout(15) { try await running.value }
         #expect(server.localAddresses.isEmpty)
     }
 }

@@ -201,7 +201,8 @@ struct WebSocketReceiver {
                 validatingText = opcode == .text
                 utf8.reset()
                 if options.assembleFragments {
-                    messageBuffer = allocator.buffer(capacity: length)
+                    // A decoded message grows as it decodes; a plain one is exactly this long.
+                    messageBuffer = allocator.buffer(capacity: decodingCodec == nil ? length : min(length, 64 * 1024))
                 }
             }
             fragmentCount += 1
@@ -210,7 +211,9 @@ struct WebSocketReceiver {
                     .messageTooBig, "Message has more than \(options.maxFragments) fragments")
             }
             if options.assembleFragments {
-                if messageLength + length > options.maxMessageSize {
+                // An extension's message is limited by its decoded size as it decodes (its wire
+                // bytes are not buffered, and incompressible data grows a little in DEFLATE).
+                if decodingCodec == nil && messageLength + length > options.maxMessageSize {
                     return WebSocketProtocolError(
                         .messageTooBig,
                         "Message size of at least \(messageLength + length) bytes exceeds maximum accepted message size of \(options.maxMessageSize)")
