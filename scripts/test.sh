@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Runs the test suite. Sets up what the tests need first: a Python venv (.venv) with the
-# `websockets` package, the independent peer the interop tests talk to. Extra arguments go to
-# `swift test` (e.g. `scripts/test.sh --filter Handshake`).
+# Runs the test suite. Sets up what the tests need first, so it works on a fresh machine:
+#  - Debian packages for the real peers: nginx (reverse-proxy test), Chromium (browser test),
+#    Node 20 (interop; the machine image has it) — installed with apt-get when missing and root;
+#  - a Python venv (.venv) with `websockets`, the independent peer of the interop tests.
+# Extra arguments go to `swift test` (e.g. `scripts/test.sh --filter Handshake`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "scripts/test.sh: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "scripts/test.sh: missing ${missing[*]}; install them (apt-get install ${missing[*]}) or the tests that use them fail" >&2
+    fi
+fi
 
 if ! .venv/bin/python -c "import websockets" 2>/dev/null; then
     echo "scripts/test.sh: creating .venv with Python websockets"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check 'websockets>=15,<18'
-fi
-# nginx (the reverse-proxy test) from Debian's packages, when we may install it.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "scripts/test.sh: installing nginx-light"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 fi
 export WS_TEST_PYTHON="$PWD/.venv/bin/python"
 exec swift test "$@"
