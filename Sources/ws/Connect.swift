@@ -18,7 +18,8 @@ import Darwin
 /// connection normally.
 ///
 /// Exit status: 0 after a close, 1 when the connection could not be opened (the reason is on
-/// standard error), 3 when it was lost without a close frame (1006).
+/// standard error), 2 for an unusable `--ca` or `--proxy`, 3 when the connection was lost
+/// without a close frame (1006).
 struct Connect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Connect to a WebSocket server and talk to it interactively (like wscat).",
@@ -26,8 +27,9 @@ struct Connect: AsyncParsableCommand {
             Lines typed are sent as text messages; messages received are printed as "< …".
             Commands: /ping [payload], /close [code] [reason], /help. A line starting with "//" \
             is sent with one "/" removed. End of input (Ctrl-D) closes the connection with 1000.
-            Exit status: 0 after a close, 1 when the connection could not be opened, 3 when it \
-            was lost without a close frame.
+            Exit status: 0 after a close, 1 when the connection could not be opened (the reason \
+            is printed on standard error), 2 for an unusable --ca or --proxy, 3 when the \
+            connection was lost without a close frame.
             """)
 
     @Argument(help: "The ws:// or wss:// URL to connect to.")
