@@ -85,6 +85,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         lastActivity = .now()
+        let marks = options.writeBufferWaterMark
+        try? context.channel.syncOptions?.setOption(
+            ChannelOptions.writeBufferWaterMark, value: .init(low: marks.low, high: marks.high))
         if options.useNativeKeepalive {
             enableNativeKeepalive(context.channel)
         } else if options.keepalive {

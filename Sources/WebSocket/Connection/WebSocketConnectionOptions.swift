@@ -14,6 +14,26 @@ struct WebSocketConnectionOptions: Sendable {
     var dropConnectionOnKeepaliveTimeout: Bool
     var keepaliveGracePeriod: TimeAmount
     var useNativeKeepalive: Bool
+    /// The write buffer's low and high watermarks: `drain` fires when it falls below the low one
+    /// after exceeding the high one.
+    var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
+}
+
+/// The write buffer's watermarks, in bytes: when more than `high` bytes wait to be written the
+/// channel is not writable (async sends wait, `W3CWebSocket.bufferedAmount` grows); `drain` fires
+/// when it falls back below `low`. Default 32 KiB and 64 KiB, NIO's defaults.
+public struct WebSocketWriteBufferWaterMark: Sendable, Hashable {
+    /// The low watermark.
+    public var low: Int
+    /// The high watermark.
+    public var high: Int
+
+    /// Watermarks of `low` and `high` bytes (`low` ≤ `high`).
+    public init(low: Int = 32 * 1024, high: Int = 64 * 1024) {
+        precondition(low >= 0 && low <= high, "the low watermark must be between 0 and the high one")
+        self.low = low
+        self.high = high
+    }
 }
 
 /// Which end of the connection this is.

@@ -75,6 +75,10 @@ extension WebSocketServer {
         /// Further extensions to negotiate, after permessage-deflate. Default none.
         public var extensions: [any WebSocketExtensionNegotiator] = []
 
+        /// The write buffer's watermarks for `drain` and for async sends to wait. Default 32 KiB
+        /// and 64 KiB.
+        public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
+
         /// The defaults above.
         public init() {}
 
@@ -96,7 +100,8 @@ extension WebSocketServer {
                 keepaliveInterval: TimeAmount(keepaliveInterval),
                 dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
                 keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
-                useNativeKeepalive: useNativeKeepalive)
+                useNativeKeepalive: useNativeKeepalive,
+                writeBufferWaterMark: writeBufferWaterMark)
         }
     }
 }

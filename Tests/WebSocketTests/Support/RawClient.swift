@@ -10,10 +10,16 @@ final class RawClient: Sendable {
     private final class Collector: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
         let state = NIOLockedValueBox<(buffer: ByteBuffer, eof: Bool)>((ByteBuffer(), false))
+        /// When set, received bytes are only counted, not kept.
+        let discarding = NIOLockedValueBox<(on: Bool, count: Int)>((false, 0))
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             var incoming = unwrapInboundIn(data)
-            state.withLockedValue { $0.buffer.writeBuffer(&incoming) }
+            let kept = discarding.withLockedValue { state -> Bool in
+                if state.on { state.count += incoming.readableBytes }
+                return !state.on
+            }
+            if kept { state.withLockedValue { $0.buffer.writeBuffer(&incoming) } }
         }
 
         func channelInactive(context: ChannelHandlerContext) {
@@ -137,6 +143,15 @@ final class RawClient: Sendable {
     func setReading(_ on: Bool) async throws {
         try await channel.setOption(ChannelOptions.autoRead, value: on).get()
         if on { channel.read() }
+    }
+
+    /// From now on only counts received bytes (for bulk transfers); returns the count so far.
+    @discardableResult
+    func discardIncoming() -> Int {
+        collector.discarding.withLockedValue { state in
+            state.on = true
+            return state.count
+        }
     }
 
     /// Discards what was received so far; returns how many bytes that was.
