@@ -33,6 +33,32 @@ struct TLSAndLifecycleTests {
         #expect(plain["texts"] as? Int == 3)
     }
 
+    @Test("our client over wss:// to our server's TLS listener, trusting the test CA, with deflate")
+    func ourClientOverTLS() async throws {
+        let accepted = Expectation<WebSocketConnection>()
+        let server = try await TestServer.start({ $0.perMessageDeflate = PerMessageDeflate.Options() }, setup: { server in
+            server.onRequest { request in
+                request.onRequestAccepted { accepted.fulfill($0) }
+                guard let connection = try? request.accept(protocol: request.requestedProtocols.first) else { return }
+                connection.onMessage { connection.send($0) }
+            }
+        })
+        defer { Task { await server.stop() } }
+        let address = try await server.server.listen(host: "127.0.0.1", port: 0, tlsConfiguration: TestTLS.serverConfiguration())
+        var configuration = WebSocketClient.Configuration()
+        configuration.tlsConfiguration = try WebSocketClient.tlsConfiguration(caFile: TestTLS.caFile)
+        configuration.perMessageDeflate = PerMessageDeflate.Options()
+        let client = try await WebSocketClient(configuration: configuration).connect(url: "wss://localhost:\(address.port!)/secure", protocols: ["tls"])
+        #expect(client.extensions.map(\.name) == ["permessage-deflate"])
+        let serverSide = try await accepted.value()
+        #expect(serverSide.protocol == "tls")
+        #expect(serverSide.extensions.map(\.name) == ["permessage-deflate"])
+        let text = String(repeating: "secret and compressed ", count: 100)
+        try await client.sendUTF(text)
+        #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8(text))
+        try client.close()
+    }
+
     @Test("a TLS handshake failure gives an upgradeError and leaves the server running")
     func tlsFailure() async throws {
         let errors = Expectation<String>()
