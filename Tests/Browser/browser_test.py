@@ -197,6 +197,8 @@ async def run(ws_binary, shots):
 
             extensions = await cdp.evaluate(alice, "wsDemo.extensions()")
             check("the browser negotiated permessage-deflate", "permessage-deflate" in (extensions or ""), repr(extensions))
+            opened = [l.strip() for l in server_log if "connection opened" in l and "protocol=chat" in l]
+            check("the server agreed permessage-deflate with the browser", len(opened) >= 2 and all("extensions=permessage-deflate" in l for l in opened), "; ".join(opened))
 
             echo = await cdp.evaluate(alice, "wsDemo.echoBinary(1 << 20)", timeout=30)
             check("1 MiB binary echo round-trips byte for byte", bool(echo and echo.get("equal") and echo.get("received") == 1 << 20), json.dumps(echo))

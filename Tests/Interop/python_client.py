@@ -7,7 +7,8 @@ Scenarios: text, binary, ping, subprotocol, close:<code>[:<reason>]
 
 On success it prints one JSON line describing what it saw and exits 0. On failure it prints
 "FAIL: <why>" to stderr and exits 1 (2 when the `websockets` package is missing).
-Permessage-deflate is turned off (compression=None): the library does not implement it yet.
+Permessage-deflate is off (compression=None) unless the scenario ends with "+deflate": then the
+client offers it (websockets' default offer) and the report's "extensions" says what was agreed.
 """
 import asyncio
 import json
@@ -101,6 +102,9 @@ async def main():
     if len(sys.argv) != 3:
         raise Failure("usage: python_client.py <ws-url> <scenario>")
     url, scenario = sys.argv[1], sys.argv[2]
+    compression = None
+    if scenario.endswith("+deflate"):
+        scenario, compression = scenario[: -len("+deflate")], "deflate"
     subprotocols = ["chat.v2", "chat"] if scenario == "subprotocol" else None
     result = {"scenario": scenario, "websockets": websockets.__version__}
     ssl_context = None
@@ -109,8 +113,9 @@ async def main():
         import ssl
         ssl_context = ssl.create_default_context(cafile=os.environ["WS_TEST_CAFILE"])
     async with asyncio.timeout(30):
-        ws = await connect(url, compression=None, max_size=16 << 20, subprotocols=subprotocols,
+        ws = await connect(url, compression=compression, max_size=16 << 20, subprotocols=subprotocols,
                            ping_interval=None, close_timeout=3, open_timeout=TIMEOUT, ssl=ssl_context)
+        result["extensions"] = ws.response.headers.get("Sec-WebSocket-Extensions")
         try:
             if scenario == "text":
                 await scenario_text(ws, result)

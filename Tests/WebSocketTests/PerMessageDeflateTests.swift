@@ -232,4 +232,21 @@ struct PerMessageDeflateTests {
             #expect(try await raw.readCloseCode() == 1002)
         }
     }
+
+    @Test("Python websockets (compression on, as by default) against our server: text and 1 MiB binary, compressed")
+    func pythonClientCompressed() async throws {
+        let connects = Expectation<WebSocketConnection>()
+        let server = try await TestServer.echo { configuration in
+            Interop.largeLimits(&configuration)
+            configuration.perMessageDeflate = PerMessageDeflate.Options()
+        }
+        server.server.onConnect { connects.fulfill($0) }
+        defer { Task { await server.stop() } }
+        for scenario in ["text+deflate", "binary+deflate"] {
+            let report = try await Interop.runPythonClient(url: server.url, scenario: scenario)
+            #expect((report["extensions"] as? String)?.hasPrefix("permessage-deflate") == true, "\(report)")
+            #expect(report["close_code"] as? Int == 1000)
+            #expect(try await connects.value().extensions.map(\.name) == ["permessage-deflate"])
+        }
+    }
 }
