@@ -55,6 +55,21 @@ let package = Package(
             ],
             resources: [.copy("Resources")]
         ),
+        // Examples: built by `swift build`, run with `swift run example-…` (see README.md).
+        .executableTarget(name: "example-echo-server", dependencies: ["WebSocket"], path: "Examples/EchoServer"),
+        .executableTarget(name: "example-chat", dependencies: ["WebSocket"], path: "Examples/Chat"),
+        .executableTarget(
+            name: "example-client", dependencies: ["WebSocket", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Examples/Client"),
+        .executableTarget(name: "example-router", dependencies: ["WebSocket"], path: "Examples/Router"),
+        .executableTarget(
+            name: "example-wss",
+            dependencies: [
+                "WebSocket", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Examples/WSS"),
     ],
     swiftLanguageModes: [.v6]
 )
