@@ -28,4 +28,6 @@ if ! .venv/bin/python -c "import websockets" 2>/dev/null; then
     .venv/bin/pip install --quiet --disable-pip-version-check 'websockets>=15,<18'
 fi
 export WS_TEST_PYTHON="$PWD/.venv/bin/python"
-exec swift test "$@"
+# Serially: many tests measure timeouts (keepalive, closeTimeout, slow clients), and on a
+# 2-core machine parallel tests starve each other's event loops.
+exec swift test --no-parallel "$@"

@@ -226,8 +226,8 @@ struct WebSocketConnectionTests {
     @Test("keepalive does not drop a peer that answers pings or keeps sending data")
     func keepaliveNoDrop() async throws {
         let (server, accepted) = try await Self.serverWithConnections {
-            $0.keepaliveInterval = .milliseconds(150)
-            $0.keepaliveGracePeriod = .milliseconds(150)
+            $0.keepaliveInterval = .milliseconds(200)
+            $0.keepaliveGracePeriod = .milliseconds(400)
         }
         defer { Task { await server.stop() } }
         // Our client answers pings automatically.
@@ -235,11 +235,13 @@ struct WebSocketConnectionTests {
         let serverSide = try await accepted.value()
         let pongs = Expectation<ByteBuffer>()
         serverSide.onPong { pongs.fulfill($0) }
-        _ = try await pongs.value(3, "a pong to the keepalive ping")
-        // A raw peer that never answers pings but sends data every 50 ms.
+        _ = try await pongs.value(5, "a pong to the keepalive ping")
+        // A raw peer that never answers pings but sends data every 50 ms, for 2 s: several
+        // times interval + grace, so without the data resetting the timer it would be dropped.
         let raw = try await RawClient.connected(port: server.port)
         let rawSide = try await accepted.value()
-        for _ in 0..<16 {
+        let start = ContinuousClock.now
+        while ContinuousClock.now - start < .seconds(2) {
             try await raw.send(frame: WebSocketFrame(opcode: .binary, binaryPayload: ByteBuffer(bytes: [1])))
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -407,5 +409,24 @@ struct WebSocketConnectionTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         #expect(try await drained.value())
+    }
+}
+
+@Suite("WebSocketConnection close events")
+struct CloseEventTests {
+    @Test("an onClose registered after the close is called at once with the code")
+    func lateCloseHandler() async throws {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections()
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url)
+        let serverSide = try await accepted.value()
+        try serverSide.close(reasonCode: 4004, description: "late")
+        try await withTimeout(5) { while client.closeReasonCode == -1 || client.connected { try await Task.sleep(for: .milliseconds(10)) } }
+        try await Task.sleep(for: .milliseconds(100))
+        let late = Expectation<(Int, String)>()
+        client.onClose { late.fulfill(($0, $1)) }
+        let (code, description) = try await late.value()
+        #expect(code == 4004 && description == "late")
+        #expect(await late.values(during: 0.2).isEmpty)
     }
 }

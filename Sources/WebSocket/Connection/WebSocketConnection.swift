@@ -147,10 +147,22 @@ public final class WebSocketConnection: Sendable {
     }
 
     /// Registers a handler for `close(reasonCode, description)`: the connection is fully closed
-    /// and the socket disconnected. Fires exactly once per connection.
+    /// and the socket disconnected. Fires exactly once per connection; a handler registered
+    /// after the close (as async code may) is called at once, on the event loop.
     @discardableResult
     public func onClose(_ handler: @escaping @Sendable (_ reasonCode: Int, _ description: String) -> Void) -> WebSocketHandlerToken {
-        closeHandlers.add { handler($0.0, $0.1) }
+        // Under the state lock, so that a close cannot slip between the check and the add.
+        let registered = state.withLockedValue { state -> Result<WebSocketHandlerToken, CloseInfo> in
+            if state.closed { return .failure(CloseInfo(code: state.closeReasonCode, description: state.closeDescription ?? "")) }
+            return .success(closeHandlers.add { handler($0.0, $0.1) })
+        }
+        switch registered {
+        case .success(let token):
+            return token
+        case .failure(let info):
+            socket.eventLoop.execute { handler(info.code, info.description) }
+            return WebSocketHandlerToken(id: 0) { _ in }
+        }
     }
 
     /// Registers a handler for `error`: a socket error. A `close` event follows.
@@ -372,26 +384,31 @@ public final class WebSocketConnection: Sendable {
 
     /// Called once by the handler when the socket has closed.
     func didClose() {
-        let (code, description, hasPending) = state.withLockedValue { state -> (Int, String, Bool) in
+        let (code, description, hasPending, handlers) = state.withLockedValue { state -> (Int, String, Bool, [WebSocketEventHandlers<(Int, String)>.Handler]) in
             state.connected = false
             state.closed = true
             if state.closeReasonCode == -1 {
                 state.closeReasonCode = WebSocketCloseReason.abnormal
                 state.closeDescription = WebSocketCloseReason.description(for: WebSocketCloseReason.abnormal)
             }
-            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty)
+            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, closeHandlers.takeAll())
         }
         // Messages still waiting for a listener stay for one that comes later (the sequence
         // then yields them and ends).
         if !hasPending { finishMessages(error: nil) }
-        closeHandlers.emit((code, description))
+        for handler in handlers { handler((code, description)) }
         messageHandlers.removeAll()
         frameHandlers.removeAll()
         pingHandlers.removeAll()
         pongHandlers.removeAll()
         drainHandlers.removeAll()
         errorHandlers.removeAll()
-        closeHandlers.removeAll()
+    }
+
+    /// How a connection ended, for a close handler registered too late.
+    private struct CloseInfo: Error {
+        var code: Int
+        var description: String
     }
 
     /// The outcome of handing an inbound message or frame to the listeners.

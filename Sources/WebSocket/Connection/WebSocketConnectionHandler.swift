@@ -478,7 +478,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func enableNativeKeepalive(_ channel: Channel) {
-        guard let options = try? channel.syncOptions else { return }
+        guard let options = channel.syncOptions else { return }
         try? options.setOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
         #if os(Linux)
         let idle = max(1, Int(self.options.keepaliveInterval.nanoseconds / 1_000_000_000))

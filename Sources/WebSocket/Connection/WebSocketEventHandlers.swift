@@ -46,6 +46,14 @@ final class WebSocketEventHandlers<Argument>: Sendable {
         return !handlers.isEmpty
     }
 
+    /// Removes every handler and returns them, in registration order.
+    func takeAll() -> [Handler] {
+        storage.withLockedValue { state in
+            defer { state.handlers.removeAll() }
+            return state.handlers.map(\.1)
+        }
+    }
+
     func removeAll() {
         storage.withLockedValue { $0.handlers.removeAll() }
     }

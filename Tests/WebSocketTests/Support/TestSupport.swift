@@ -36,7 +36,7 @@ final class Expectation<Value: Sendable>: Sendable {
     func fulfill(_ value: Value) { queue.withLockedValue { $0.append(value) } }
 
     /// The next value delivered (in order), waiting at most `seconds`.
-    func value(_ seconds: Double = 5, _ what: String = "event") async throws -> Value {
+    func value(_ seconds: Double = 10, _ what: String = "event") async throws -> Value {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         while true {
             if let value = queue.withLockedValue({ $0.isEmpty ? nil : $0.removeFirst() }) { return value }
