@@ -53,8 +53,8 @@ struct Connect: AsyncParsableCommand {
     @Option(help: "Connect through this HTTP proxy (CONNECT), e.g. http://user:password@proxy:3128.")
     var proxy: String?
 
-    @Flag(help: "Offer permessage-deflate.")
-    var deflate = false
+    @Flag(inversion: .prefixedNo, help: "Offer permessage-deflate (on by default).")
+    var deflate = true
 
     @Option(help: "The largest message accepted, in bytes.")
     var maxMessageSize: Int = 8 * 1024 * 1024
@@ -106,23 +106,23 @@ struct Connect: AsyncParsableCommand {
 
         let (closes, closed) = AsyncStream.makeStream(of: Int.self)
         connection.onClose { code, description in
-            printLine("Disconnected (code: \(code), reason: \"\(description)\")")
+            printLine(TerminalStyle.notice("Disconnected (code: \(code), reason: \"\(description)\")"))
             closed.yield(code)
             closed.finish()
         }
         connection.onError { error in printStandardError("ws connect: \(error)") }
-        connection.onPing { _, data in printLine("< ping\(Self.payloadSuffix(data))") }
-        connection.onPong { data in printLine("< pong\(Self.payloadSuffix(data))") }
+        connection.onPing { _, data in printLine("\(TerminalStyle.incoming) ping\(Self.payloadSuffix(data))") }
+        connection.onPong { data in printLine("\(TerminalStyle.incoming) pong\(Self.payloadSuffix(data))") }
         var details: [String] = []
         if let chosen = connection.protocol { details.append("protocol: \(chosen)") }
         if !connection.extensions.isEmpty { details.append("extensions: \(connection.extensions.map(\.description).joined(separator: ", "))") }
-        printLine("Connected to \(url)\(details.isEmpty ? "" : " (\(details.joined(separator: "; ")))")")
+        printLine(TerminalStyle.notice("Connected to \(url)\(details.isEmpty ? "" : " (\(details.joined(separator: "; ")))")"))
         connection.onMessage { message in
             switch message {
             case .utf8(let text):
-                printLine("< \(text)")
+                printLine("\(TerminalStyle.incoming) \(text)")
             case .binary(let buffer):
-                printLine("< [binary, \(buffer.readableBytes) bytes]\(Self.hexPreview(buffer))")
+                printLine("\(TerminalStyle.incoming) [binary, \(buffer.readableBytes) bytes]\(Self.hexPreview(buffer))")
             }
         }
 

@@ -128,6 +128,20 @@ struct WSConnectTests {
         #expect(try await ws.exitStatus() == 0)
     }
 
+    @Test("permessage-deflate is offered by default; --no-deflate stops it")
+    func deflateByDefault() async throws {
+        let server = try await TestServer.echo { $0.perMessageDeflate = PerMessageDeflate.Options() }
+        defer { Task { await server.stop() } }
+        let offered = try WSConnectProcess(arguments: [server.url])
+        defer { offered.killByPID() }
+        try await offered.waitForLine("Connected to \(server.url) (extensions: permessage-deflate)")
+        offered.send(String(repeating: "squeeze ", count: 40))
+        try await offered.waitForLine("< " + String(repeating: "squeeze ", count: 40))
+        let plain = try WSConnectProcess(arguments: [server.url, "--no-deflate"])
+        defer { plain.killByPID() }
+        try await plain.waitForLine("Connected to \(server.url)")
+    }
+
     @Test("the end of input closes the connection with 1000")
     func endOfInput() async throws {
         let server = try await TestServer.echo()
