@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+
+@testable import WebSocket
+
+/// Memory per idle connection with permessage-deflate, measured from this process's RSS while a
+/// separate Python process holds the connections (so the peer's memory is not counted).
+@Suite("permessage-deflate memory", .serialized)
+struct DeflateMemoryTests {
+    /// RSS growth per connection, in KiB, for `count` idle connections in `mode`.
+    static func perConnection(_ mode: String, count: Int = 200) async throws -> Double {
+        let server = try await TestServer.echo { configuration in
+            configuration.perMessageDeflate = PerMessageDeflate.Options()
+            configuration.keepalive = false
+        }
+        defer { Task { await server.stop() } }
+        let before = residentMemory()
+        let peer = try PeerProcess(
+            name: "idle clients (\(mode))", executable: try Interop.python(),
+            arguments: ["-u", Interop.script("python_idle_clients.py"), server.url, String(count), mode])
+        defer { peer.killByPID() }
+        let ready = try await peer.line(60, "the clients to be ready") { $0.hasPrefix("READY") }
+        #expect(ready.hasPrefix("READY \(count)"))
+        #expect(ready.contains("permessage-deflate") == (mode != "none"), "\(ready)")
+        try await Task.sleep(for: .milliseconds(300))
+        let after = residentMemory()
+        return Double(after - before) / 1024 / Double(count)
+    }
+
+    @Test("idle compressed connections: no_context_takeover frees zlib state between messages")
+    func idleMemory() async throws {
+        _ = try await Self.perConnection("none")  // warms the allocator up
+        let plain = try await Self.perConnection("none")
+        let noTakeover = try await Self.perConnection("no-takeover")
+        let takeover = try await Self.perConnection("takeover")
+        print(String(format: "deflate memory per idle connection: plain %.1f KiB, no_context_takeover %.1f KiB, context takeover %.1f KiB", plain, noTakeover, takeover))
+        // Context takeover keeps a compressor (about 256 KiB at window 15, memory level 8) and an
+        // inflater (about 40 KiB) per connection; without it they are released after each message.
+        #expect(takeover > noTakeover + 100)
+        #expect(noTakeover < plain + 64)
+    }
+}
