@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Prints the table of a run.sh results file: medians per workload and server, and the ratio
+of ours to the best peer (for W5, the smallest memory), with the targets of issue 8."""
+import statistics
+import sys
+from collections import defaultdict
+
+SERVERS = ["ours", "nio", "websocketkit", "hummingbird"]
+# workload, metric, higher is better, target ratio (None: informational), label
+ROWS = [
+    ("W1", "msgs_per_s", True, 1.5, "W1 latency 64x1 32 B text: msgs/s"),
+    ("W1", "p50_us", False, None, "W1 p50 latency (us)"),
+    ("W1", "p99_us", False, None, "W1 p99 latency (us)"),
+    ("W1", "server_cpu_pct", False, None, "W1 server CPU (% of its core)"),
+    ("W1", "loadgen_cpu_pct", False, None, "W1 load generator CPU (%)"),
+    ("W1", "server_us_per_op", False, None, "W1 server CPU us per message"),
+    ("W2", "msgs_per_s", True, 1.5, "W2 pipelined 64x16 32 B binary: msgs/s"),
+    ("W2", "server_cpu_pct", False, None, "W2 server CPU (% of its core)"),
+    ("W2", "server_us_per_op", False, None, "W2 server CPU us per message"),
+    ("W3", "mb_per_s", True, 2.0, "W3 throughput 8x4 64 KiB binary: MB/s"),
+    ("W3", "server_cpu_pct", False, None, "W3 server CPU (% of its core)"),
+    ("W4", "handshakes_per_s", True, 1.5, "W4 handshakes, 32 concurrent: /s"),
+    ("W4", "server_cpu_pct", False, None, "W4 server CPU (% of its core)"),
+    ("W4", "server_us_per_op", False, None, "W4 server CPU us per handshake"),
+    ("W5", "kib_per_conn", False, 0.5, "W5 idle memory: KiB/connection"),
+    ("W6a", "msgs_per_s", True, None, "W6 deflate, W2 shape: msgs/s"),
+    ("W6b", "mb_per_s", True, None, "W6 deflate, W3 shape: MB/s"),
+]
+
+data = defaultdict(list)
+errors = defaultdict(int)
+for line in open(sys.argv[1]):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) != 5:
+        continue
+    w, s, _rep, key, value = parts
+    try:
+        v = float(value)
+    except ValueError:
+        continue
+    if key == "errors":
+        errors[(w, s)] += int(v)
+    else:
+        data[(w, s, key)].append(v)
+
+
+def median(w, s, key):
+    values = data.get((w, s, key))
+    return statistics.median(values) if values else None
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+header = f"{'workload':44} " + " ".join(f"{s:>13}" for s in SERVERS) + f" {'best peer':>13} {'ours/best':>9} {'target':>7}  met"
+print(header)
+print("-" * len(header))
+for w, key, higher, target, label in ROWS:
+    values = {s: median(w, s, key) for s in SERVERS}
+    if all(v is None for v in values.values()):
+        continue
+    peers = {s: v for s, v in values.items() if s != "ours" and v is not None}
+    best_name, best = (None, None)
+    if peers:
+        best_name = (max if higher else min)(peers, key=peers.get)
+        best = peers[best_name]
+    ours = values["ours"]
+    ratio = ours / best if ours is not None and best else None
+    met = ""
+    if target is not None and ratio is not None:
+        met = "yes" if (ratio >= target if higher else ratio <= target) else "NO"
+        target_text = (">=" if higher else "<=") + f"{target}"
+    else:
+        target_text = ""
+    cells = []
+    for s in SERVERS:
+        cell = fmt(values[s])
+        if errors.get((w, s)):
+            cell += "!"
+        cells.append(f"{cell:>13}")
+    best_text = f"{fmt(best)} {best_name[:3] if best_name else ''}"
+    print(f"{label:44} " + " ".join(cells) + f" {best_text:>13} {fmt(ratio) if ratio else '-':>9} {target_text:>7}  {met}")
+
+mc1, mc2 = median("MC", "ours-1", "msgs_per_s"), median("MC", "ours-2", "msgs_per_s")
+if mc1 or mc2:
+    print()
+    print(f"MC: W2 with server and load generator sharing cpus 0,1: ours 1 thread {fmt(mc1)} msgs/s, 2 threads {fmt(mc2)} msgs/s")
+if any(errors.values()):
+    print()
+    print("! = validation or connection errors in that cell:", {f"{w}/{s}": n for (w, s), n in errors.items() if n})

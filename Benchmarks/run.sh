@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# The benchmark suite: builds the echo servers (this library, bare NIOWebSocket, websocket-kit,
+# hummingbird-websocket), the load generator and the micro-benchmarks in release mode, runs
+# every workload against every server (server pinned to one core, load generator to the
+# other), repeats each measurement, and prints the medians and the ratio of ours to the best
+# peer. See README.md beside this script.
+#
+#   Benchmarks/run.sh [--reps 3] [--duration 5] [--warmup 1] [--only W1,W2,...] [--no-build] [--no-micro]
+#
+# Workloads: W1 W2 W3 W4 W5 W6a W6b MC (W2 on both cores) and MICRO.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+REPS=3
+DURATION=5
+WARMUP=1
+ONLY=""
+BUILD=1
+MICRO=1
+SERVER_CPU=0
+LOAD_CPU=1
+IDLE_CONNS=10000
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --reps) REPS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --idle-conns) IDLE_CONNS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --no-micro) MICRO=0; shift ;;
+    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro]" >&2; exit 2 ;;
+    esac
+done
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+SERVERS=(ours nio websocketkit hummingbird)
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=results/$STAMP
+mkdir -p "$OUT"
+RESULTS=$OUT/results.tsv
+: > "$RESULTS"
+
+# ---------------------------------------------------------------- build
+if [ "$BUILD" = 1 ]; then
+    echo "== building (release)"
+    swift build -c release 2>&1 | tail -3
+fi
+BIN=$(swift build -c release --show-bin-path)
+mkdir -p .build
+gcc -O2 -Wall -o .build/loadgen loadgen/loadgen.c -lz
+LOADGEN=$PWD/.build/loadgen
+
+# 10,000 idle connections need that many descriptors in each process.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 100)) ]; then
+    echo "note: ulimit -n is $(ulimit -n); W5 uses $((($(ulimit -n) - 200))) connections" >&2
+    IDLE_CONNS=$(($(ulimit -n) - 200))
+fi
+
+# ---------------------------------------------------------------- machine notes
+{
+    echo "date: $STAMP"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc)"
+    echo "kernel: $(uname -r)"
+    echo "swift: $(swift --version 2>/dev/null | head -1)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "server on cpu $SERVER_CPU, load generator on cpu $LOAD_CPU; reps=$REPS duration=${DURATION}s warmup=${WARMUP}s"
+} | tee "$OUT/machine.txt"
+
+# ---------------------------------------------------------------- server control
+SERVER_PID=""
+PORT=19000
+start_server() { # name cpus [args...]
+    local name=$1 cpus=$2
+    shift 2
+    PORT=$((PORT + 1))
+    [ "$PORT" -gt 19900 ] && PORT=19001
+    taskset -c "$cpus" "$BIN/echo-$name" "$PORT" "$@" > "$OUT/server-$name.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do
+        grep -q listening "$OUT/server-$name.log" 2>/dev/null && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "server $name did not start:" >&2
+    cat "$OUT/server-$name.log" >&2
+    stop_server
+    return 1
+}
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+trap stop_server EXIT
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# Runs the load generator; records each key=value of its result line as a row.
+record() { # workload server rep line
+    local w=$1 s=$2 r=$3 line=$4
+    for kv in $line; do
+        printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$s" "$r" "${kv%%=*}" "${kv#*=}" >> "$RESULTS"
+    done
+}
+load() { # cpus args...
+    local cpus=$1
+    shift
+    timeout $((${DURATION%.*} + ${WARMUP%.*} + 60)) taskset -c "$cpus" "$LOADGEN" --port "$PORT" --server-pid "$SERVER_PID" --warmup "$WARMUP" --duration "$DURATION" "$@" | tail -1
+}
+
+run_echo() { # workload servers... -- loadgen args
+    local w=$1
+    shift
+    local servers=()
+    while [ "$1" != "--" ]; do servers+=("$1"); shift; done
+    shift
+    wanted "$w" || return 0
+    echo "== $w: $*"
+    for rep in $(seq 1 "$REPS"); do
+        for s in "${servers[@]}"; do
+            local extra=()
+            [[ " $* " == *" --deflate "* ]] && extra=(--deflate)
+            start_server "$s" "$SERVER_CPU" "${extra[@]}" || continue
+            local line
+            line=$(load "$LOAD_CPU" "$@" || true)
+            stop_server
+            echo "   $w rep $rep $s: $line"
+            record "$w" "$s" "$rep" "$line"
+        done
+    done
+}
+
+# ---------------------------------------------------------------- workloads
+run_echo W1 "${SERVERS[@]}" -- --mode echo --conns 64 --inflight 1 --size 32 --text
+run_echo W2 "${SERVERS[@]}" -- --mode echo --conns 64 --inflight 16 --size 32
+run_echo W3 "${SERVERS[@]}" -- --mode echo --conns 8 --inflight 4 --size 65536
+run_echo W4 "${SERVERS[@]}" -- --mode handshake --conns 32 --sources 8
+
+if wanted W5; then
+    echo "== W5: $IDLE_CONNS idle connections (each upgraded and one 32-byte echo, then idle)"
+    for rep in $(seq 1 "$REPS"); do
+        for s in "${SERVERS[@]}"; do
+            start_server "$s" "$SERVER_CPU" || continue
+            # Warm the server up (threads, pools) before the baseline.
+            taskset -c "$LOAD_CPU" "$LOADGEN" --port "$PORT" --mode echo --conns 4 --warmup 0.2 --duration 0.3 > /dev/null || true
+            sleep 0.5
+            before=$(rss_kib "$SERVER_PID")
+            timeout 150 taskset -c "$LOAD_CPU" "$LOADGEN" --port "$PORT" --mode idle --conns "$IDLE_CONNS" --sources 8 --duration 3 > "$OUT/idle.out" 2>&1 &
+            lg=$!
+            for _ in $(seq 1 1200); do
+                grep -q '^ready' "$OUT/idle.out" && break
+                kill -0 "$lg" 2>/dev/null || break
+                sleep 0.1
+            done
+            sleep 1
+            after=$(rss_kib "$SERVER_PID")
+            wait "$lg" || true
+            stop_server
+            if grep -q '^ready' "$OUT/idle.out"; then
+                per=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (a - b) / n }')
+                line="kib_per_conn=$per rss_before_kib=$before rss_after_kib=$after"
+            else
+                line="errors=1"
+                cat "$OUT/idle.out" >&2
+            fi
+            echo "   W5 rep $rep $s: $line"
+            record W5 "$s" "$rep" "$line"
+        done
+    done
+fi
+
+run_echo W6a ours hummingbird -- --mode echo --conns 64 --inflight 16 --size 32 --deflate
+run_echo W6b ours hummingbird -- --mode echo --conns 8 --inflight 4 --size 65536 --deflate
+
+if wanted MC; then
+    echo "== MC: W2 with our server on 2 event loop threads, server and load generator both on cpus 0,1"
+    for rep in $(seq 1 "$REPS"); do
+        for threads in 1 2; do
+            start_server ours 0,1 --threads "$threads" || continue
+            line=$(load 0,1 --mode echo --conns 64 --inflight 16 --size 32 || true)
+            stop_server
+            echo "   MC rep $rep ours threads=$threads: $line"
+            record MC "ours-$threads" "$rep" "$line"
+        done
+    done
+fi
+
+if [ "$MICRO" = 1 ] && wanted MICRO; then
+    echo "== micro-benchmarks (cpu $SERVER_CPU)"
+    taskset -c "$SERVER_CPU" "$BIN/micro" | tee "$OUT/micro.txt"
+fi
+
+python3 report.py "$RESULTS" | tee "$OUT/table.txt"
+echo "results in Benchmarks/$OUT"
