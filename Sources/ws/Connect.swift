@@ -215,17 +215,6 @@ struct Connect: AsyncParsableCommand {
     }
 }
 
-/// Writes a line to standard error at once.
-private func printStandardError(_ line: String) {
-    var bytes = Array((line + "\n").utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let written = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-        if written <= 0 { return }
-        offset += written
-    }
-}
-
 extension StringProtocol {
     /// The text without leading and trailing spaces and tabs.
     fileprivate func trimmingCharacters() -> String {

@@ -151,13 +151,19 @@ private final class SignalOnce: @unchecked Sendable {
     }
 }
 
-/// Writes a line to standard output at once (unbuffered, so a pipe sees it immediately).
-func printLine(_ line: String) {
+/// Writes a line to standard output (or `fd`) at once, unbuffered, so a pipe sees it
+/// immediately.
+func printLine(_ line: String, to fd: Int32 = 1) {
     var bytes = Array((line + "\n").utf8)
     var offset = 0
     while offset < bytes.count {
-        let written = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress! + offset, $0.count - offset) }
+        let written = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
         if written <= 0 { return }
         offset += written
     }
+}
+
+/// Writes a line to standard error at once.
+func printStandardError(_ line: String) {
+    printLine(line, to: 2)
 }

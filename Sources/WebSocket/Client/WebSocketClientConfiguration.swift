@@ -57,28 +57,16 @@ extension WebSocketClient {
         /// accepts an extension not offered fails the connection (`.extensionNotOffered`).
         public var extensions: [any WebSocketExtensionNegotiator] = []
 
+        /// The write buffer's watermarks for `drain`, `bufferedAmount` and for async sends to
+        /// wait. Default 32 KiB and 64 KiB.
+        public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
+
+        /// The client pings (when `keepalive` is on); TCP keepalive is a server option.
+        var useNativeKeepalive: Bool { false }
+
         /// The defaults above.
         public init() {}
-
-        /// permessage-deflate first, then `extensions`.
-        var negotiators: [any WebSocketExtensionNegotiator] {
-            (perMessageDeflate.map { [PerMessageDeflate($0)] } ?? []) + extensions
-        }
-
-        var connectionOptions: WebSocketConnectionOptions {
-            WebSocketConnectionOptions(
-                maxReceivedFrameSize: maxReceivedFrameSize,
-                maxReceivedMessageSize: maxReceivedMessageSize,
-                maxFragmentsPerMessage: maxFragmentsPerMessage,
-                fragmentOutgoingMessages: fragmentOutgoingMessages,
-                fragmentationThreshold: fragmentationThreshold,
-                assembleFragments: assembleFragments,
-                closeTimeout: TimeAmount(closeTimeout),
-                keepalive: keepalive,
-                keepaliveInterval: TimeAmount(keepaliveInterval),
-                dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
-                keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
-                useNativeKeepalive: false)
-        }
     }
 }
+
+extension WebSocketClient.Configuration: WebSocketConnectionSettings {}

@@ -50,3 +50,47 @@ extension TimeAmount {
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }
+
+/// The options the server's and the client's configurations share, under the original's names;
+/// both turn them into one connection's ``WebSocketConnectionOptions`` the same way.
+protocol WebSocketConnectionSettings {
+    var maxReceivedFrameSize: Int { get }
+    var maxReceivedMessageSize: Int { get }
+    var maxFragmentsPerMessage: Int { get }
+    var fragmentOutgoingMessages: Bool { get }
+    var fragmentationThreshold: Int { get }
+    var assembleFragments: Bool { get }
+    var closeTimeout: Duration { get }
+    var keepalive: Bool { get }
+    var keepaliveInterval: Duration { get }
+    var dropConnectionOnKeepaliveTimeout: Bool { get }
+    var keepaliveGracePeriod: Duration { get }
+    var useNativeKeepalive: Bool { get }
+    var writeBufferWaterMark: WebSocketWriteBufferWaterMark { get }
+    var perMessageDeflate: PerMessageDeflate.Options? { get }
+    var extensions: [any WebSocketExtensionNegotiator] { get }
+}
+
+extension WebSocketConnectionSettings {
+    var connectionOptions: WebSocketConnectionOptions {
+        WebSocketConnectionOptions(
+            maxReceivedFrameSize: maxReceivedFrameSize,
+            maxReceivedMessageSize: maxReceivedMessageSize,
+            maxFragmentsPerMessage: maxFragmentsPerMessage,
+            fragmentOutgoingMessages: fragmentOutgoingMessages,
+            fragmentationThreshold: fragmentationThreshold,
+            assembleFragments: assembleFragments,
+            closeTimeout: TimeAmount(closeTimeout),
+            keepalive: keepalive,
+            keepaliveInterval: TimeAmount(keepaliveInterval),
+            dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
+            keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
+            useNativeKeepalive: useNativeKeepalive,
+            writeBufferWaterMark: writeBufferWaterMark)
+    }
+
+    /// permessage-deflate first, then `extensions`.
+    var negotiators: [any WebSocketExtensionNegotiator] {
+        (perMessageDeflate.map { [PerMessageDeflate($0)] } ?? []) + extensions
+    }
+}

@@ -81,27 +81,7 @@ extension WebSocketServer {
 
         /// The defaults above.
         public init() {}
-
-        /// permessage-deflate first, then `extensions`.
-        var negotiators: [any WebSocketExtensionNegotiator] {
-            (perMessageDeflate.map { [PerMessageDeflate($0)] } ?? []) + extensions
-        }
-
-        var connectionOptions: WebSocketConnectionOptions {
-            WebSocketConnectionOptions(
-                maxReceivedFrameSize: maxReceivedFrameSize,
-                maxReceivedMessageSize: maxReceivedMessageSize,
-                maxFragmentsPerMessage: maxFragmentsPerMessage,
-                fragmentOutgoingMessages: fragmentOutgoingMessages,
-                fragmentationThreshold: fragmentationThreshold,
-                assembleFragments: assembleFragments,
-                closeTimeout: TimeAmount(closeTimeout),
-                keepalive: keepalive,
-                keepaliveInterval: TimeAmount(keepaliveInterval),
-                dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
-                keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
-                useNativeKeepalive: useNativeKeepalive,
-                writeBufferWaterMark: writeBufferWaterMark)
-        }
     }
 }
+
+extension WebSocketServer.Configuration: WebSocketConnectionSettings {}
