@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+
+/// The DocC catalog (Sources/WebSocket/WebSocket.docc) is checked against the public API: every
+/// symbol link and article link must resolve. Runs `scripts/docs.sh` on the module this test run
+/// built; skipped when the toolchain has no `docc`.
+@Suite("Documentation")
+struct DocumentationTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static var docc: String? {
+        let swiftBin = ProcessInfo.processInfo.environment["PATH"]?.split(separator: ":")
+            .map { URL(fileURLWithPath: String($0)).appendingPathComponent("docc").path }
+            .first { FileManager.default.isExecutableFile(atPath: $0) }
+        return swiftBin
+    }
+
+    @Test("the DocC catalog's links resolve", .enabled(if: docc != nil, "no docc in PATH"))
+    func catalogLinksResolve() async throws {
+        let buildDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        guard FileManager.default.fileExists(atPath: buildDirectory.appendingPathComponent("Modules/WebSocket.swiftmodule").path) else {
+            // Not run from a SwiftPM build directory (an IDE, say): nothing to check against.
+            return
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [Self.packageRoot.appendingPathComponent("scripts/docs.sh").path, "--bin-path", buildDirectory.path]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let pid = process.processIdentifier
+        // Read the output on another thread so that a full pipe cannot block the script.
+        let collected = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
+        do {
+            try await withTimeout(300, "scripts/docs.sh") {
+                while process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+            }
+        } catch {
+            kill(pid, SIGKILL)
+            throw error
+        }
+        let text = String(decoding: await collected.value, as: UTF8.self)
+        #expect(process.terminationStatus == 0, "scripts/docs.sh failed:\n\(text)")
+    }
+}
