@@ -76,7 +76,7 @@ struct Bench: AsyncParsableCommand {
             opened = try await Self.connectAll(client: client, url: url, count: connections)
         } catch {
             let message = (error as? WebSocketError).map { "\($0.message) [\($0.code)]" } ?? "\(error)"
-            writeStandardError("ws bench: could not connect to \(url): \(message)")
+            printStandardError("ws bench: could not connect to \(url): \(message)")
             throw ExitCode(1)
         }
         let workers = opened.map { BenchWorker(connection: $0, payloads: payloads, binary: binary, depth: depth) }
@@ -445,21 +445,12 @@ final class BenchWorker: Sendable {
     }
 }
 
-/// Writes `text` to standard output at once, without a newline.
+/// Writes `text` to standard output at once, without a newline (for the progress line).
 private func writeStandardOutput(_ text: String) {
-    writeAll(1, text)
-}
-
-/// Writes a line to standard error at once.
-private func writeStandardError(_ line: String) {
-    writeAll(2, line + "\n")
-}
-
-private func writeAll(_ descriptor: Int32, _ text: String) {
     var bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
-        let written = bytes.withUnsafeMutableBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+        let written = bytes.withUnsafeMutableBytes { write(1, $0.baseAddress! + offset, $0.count - offset) }
         if written <= 0 { return }
         offset += written
     }
