@@ -18,13 +18,13 @@ import Darwin
 /// ```swift
 /// let client = WebSocketClient()
 /// let connection = try await client.connect(url: "wss://example.com/chat", protocols: ["echo"])
-/// connection.sendUTF("hello")
+/// try await connection.sendUTF("hello")
 /// for try await message in connection.messages { print(message) }
 /// ```
 ///
 /// Or Node-style: register ``onConnect(_:)`` and ``onConnectFailed(_:)`` (and optionally
-/// ``onHttpResponse(_:)``), then call ``connect(url:protocols:origin:headers:requestOptions:)``,
-/// which returns at once. The events are emitted for both styles, on the connection's event
+/// ``onHttpResponse(_:)``), then call `connect(url:protocols:origin:headers:requestOptions:)`
+/// without `await`, which returns at once. The events are emitted for both styles, on the connection's event
 /// loop; `connect` listeners run before any message of the new connection is delivered.
 ///
 /// One client may run several connection attempts, one after another or at once;

@@ -279,8 +279,9 @@ public final class WebSocketConnection: Sendable {
         try sendControl(.pong, data, completion: completion)
     }
 
-    /// Serializes `frame` and sends it as is (masking it, with a fresh key, on a client). An
-    /// advanced function: ``sendUTF(_:completion:)`` and ``sendBytes(_:completion:)`` are the
+    /// Serializes `frame` and sends it as is, but for masking: a client masks it with a fresh
+    /// key, a server sends it unmasked, whatever `mask` and `maskingKey` say. An
+    /// advanced function: ``sendUTF(_:compress:completion:)`` and ``sendBytes(_:compress:completion:)`` are the
     /// usual way.
     public func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
         onLoop { $0.sendFrame(frame, completion: completion) }
@@ -393,10 +394,11 @@ public final class WebSocketConnection: Sendable {
             }
             return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, closeHandlers.takeAll())
         }
+        // Close handlers first, so code after a `for try await … in messages` loop sees them run.
+        for handler in handlers { handler((code, description)) }
         // Messages still waiting for a listener stay for one that comes later (the sequence
         // then yields them and ends).
         if !hasPending { finishMessages(error: nil) }
-        for handler in handlers { handler((code, description)) }
         messageHandlers.removeAll()
         frameHandlers.removeAll()
         pingHandlers.removeAll()
@@ -482,10 +484,12 @@ public final class WebSocketConnection: Sendable {
 }
 
 /// Passed to `ping` handlers: call it to stop the automatic pong reply to that ping.
-public struct WebSocketPingCancel {
-    final class Flag { var cancelled = false }
-    let flag = Flag()
+public struct WebSocketPingCancel: Sendable {
+    private let flag = NIOLockedValueBox(false)
 
     /// Suppresses the automatic pong for this ping.
-    public func callAsFunction() { flag.cancelled = true }
+    public func callAsFunction() { flag.withLockedValue { $0 = true } }
+
+    /// Whether a handler cancelled the pong.
+    var cancelled: Bool { flag.withLockedValue { $0 } }
 }

@@ -190,7 +190,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         case .ping(let data):
             let cancel = WebSocketPingCancel()
             connection.pingHandlers.emit((cancel, data))
-            if !cancel.flag.cancelled && closeState == .open {
+            if !cancel.cancelled && closeState == .open {
                 writeFrame(opcode: .pong, fin: true, payload: data, promise: nil)
             }
         case .pong(let data):
@@ -282,8 +282,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             completion?(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
             return
         }
+        // A client masks every frame with a fresh key (RFC 6455 §5.3); a server never masks.
         var frame = frame
-        if role == .client { frame.mask = true }
+        frame.mask = role == .client
+        frame.maskingKey = nil
         let buffer = frame.serialized(allocator: context.channel.allocator)
         let promise = completion.map { completion -> EventLoopPromise<Void> in
             let promise = context.eventLoop.makePromise(of: Void.self)

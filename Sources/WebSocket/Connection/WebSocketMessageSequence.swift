@@ -27,11 +27,13 @@ public struct WebSocketMessageSequence: AsyncSequence, Sendable {
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: Producer.AsyncIterator
 
+        /// The next message; `nil` once the connection has closed.
         public mutating func next() async throws -> WebSocketMessage? {
             try await base.next()
         }
     }
 
+    /// The iterator (one per sequence); making it hands waiting messages over.
     public func makeAsyncIterator() -> AsyncIterator {
         connection.consumerAttached()
         return AsyncIterator(base: producer.makeAsyncIterator())

@@ -6,8 +6,9 @@ import NIOCore
 ///
 /// Server default: off (opt in), like `ws`: each compressed connection keeps zlib state (about
 /// 300 KiB with the defaults while it is in use; see ``Options``), compression costs CPU, and
-/// compressing secrets beside attacker-chosen data leaks them (CRIME/BREACH). Client default:
-/// offered, like browsers; it costs nothing unless the server accepts.
+/// compressing secrets beside attacker-chosen data leaks them (CRIME/BREACH). Library client
+/// default: not offered either (set `WebSocketClient.Configuration.perMessageDeflate`); the `ws`
+/// tool's clients (`ws connect`, `ws autobahn-client`) offer it by default, as browsers do.
 public struct PerMessageDeflate: WebSocketExtensionNegotiator {
     /// The settings of permessage-deflate, for either end.
     public struct Options: Sendable, Hashable {
@@ -41,6 +42,7 @@ public struct PerMessageDeflate: WebSocketExtensionNegotiator {
     /// The settings.
     public let options: Options
 
+    /// `permessage-deflate`.
     public var name: String { "permessage-deflate" }
 
     /// A negotiator with `options`.
@@ -102,6 +104,7 @@ public struct PerMessageDeflate: WebSocketExtensionNegotiator {
 
     // MARK: Server
 
+    /// Server side: the first offer whose parameters are valid and acceptable (RFC 7692 §7.1).
     public func accept(offers: [WebSocketExtension]) -> (response: WebSocketExtension, codec: any WebSocketExtensionCodec)? {
         for offer in offers {
             guard let offered = try? Parameters(offer) else { continue }
@@ -134,6 +137,8 @@ public struct PerMessageDeflate: WebSocketExtensionNegotiator {
 
     // MARK: Client
 
+    /// Client side: one offer with the configured preferences, `client_max_window_bits` always
+    /// included so the server may choose.
     public func makeOffers() -> [WebSocketExtension] {
         var offer = WebSocketExtension(name: name)
         if options.serverNoContextTakeover { offer.parameters.append(.init(name: "server_no_context_takeover")) }
@@ -143,6 +148,7 @@ public struct PerMessageDeflate: WebSocketExtensionNegotiator {
         return [offer]
     }
 
+    /// Client side: checks the server's answer against what was offered (RFC 7692 §7.1).
     public func accepted(response: WebSocketExtension) throws -> any WebSocketExtensionCodec {
         let answer: Parameters
         do {

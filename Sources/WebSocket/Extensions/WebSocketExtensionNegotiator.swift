@@ -27,6 +27,10 @@ public protocol WebSocketExtensionNegotiator: Sendable {
 
 /// One connection's instance of a negotiated extension: it transforms messages going out and
 /// frame payloads coming in. Used only on the connection's event loop.
+///
+/// Outgoing messages pass through every negotiated extension in order; an incoming message is
+/// decoded by the first extension that claims its RSV bits (``startDecoding(reservedBits:)``),
+/// alone: stacking two extensions that both transform the same message is not supported.
 public protocol WebSocketExtensionCodec: AnyObject {
     /// What was agreed, as reported by `connection.extensions`.
     var negotiated: WebSocketExtension { get }

@@ -37,8 +37,11 @@ public enum WebSocketHandshake {
 public struct WebSocketExtension: Sendable, Hashable, CustomStringConvertible {
     /// One `name[=value]` parameter.
     public struct Parameter: Sendable, Hashable {
+        /// The parameter's name, e.g. `client_max_window_bits`.
         public var name: String
+        /// Its value, or `nil` for a parameter given without one.
         public var value: String?
+        /// A parameter `name[=value]`.
         public init(name: String, value: String? = nil) {
             self.name = name
             self.value = value
@@ -50,6 +53,7 @@ public struct WebSocketExtension: Sendable, Hashable, CustomStringConvertible {
     /// The parameters in the order given.
     public var parameters: [Parameter]
 
+    /// An extension `name` with `parameters`.
     public init(name: String, parameters: [Parameter] = []) {
         self.name = name
         self.parameters = parameters

@@ -76,6 +76,7 @@ public struct WebSocketProtocolError: Error, Sendable, Equatable, CustomStringCo
     /// What the peer did wrong, in words a person can act on.
     public var reason: String
 
+    /// An error that fails the connection with `closeCode`, saying `reason`.
     public init(_ closeCode: Int, _ reason: String) {
         self.closeCode = closeCode
         self.reason = reason

@@ -1,7 +1,9 @@
 /// A cookie: parsed from a request's `Cookie` header, or set with `accept(cookies:)` as a
 /// `Set-Cookie` line of the 101 response.
 public struct WebSocketCookie: Sendable, Hashable {
+    /// The cookie's name (an HTTP token).
     public var name: String
+    /// The cookie's value (RFC 6265 cookie-octets).
     public var value: String
     /// `Path` attribute (only for cookies set on accept).
     public var path: String?
@@ -16,6 +18,7 @@ public struct WebSocketCookie: Sendable, Hashable {
     /// `HttpOnly` attribute.
     public var httpOnly: Bool
 
+    /// A cookie `name=value` with optional `Set-Cookie` attributes.
     public init(
         name: String, value: String, path: String? = nil, domain: String? = nil, expires: String? = nil,
         maxAge: Int? = nil, secure: Bool = false, httpOnly: Bool = false

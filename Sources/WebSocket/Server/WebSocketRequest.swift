@@ -163,6 +163,7 @@ public struct WebSocketResourceURL: Sendable, Hashable {
         }
     }
 
+    /// Splits a request target (`/path?query`).
     public init(_ resource: String) {
         if let q = resource.firstIndex(of: "?") {
             path = String(resource[..<q])

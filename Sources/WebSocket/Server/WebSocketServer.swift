@@ -46,7 +46,8 @@ public final class WebSocketServer: Sendable {
     /// status, extra headers and a body.
     public typealias PlainHTTPHandler = @Sendable (HTTPRequestHead) -> (status: HTTPResponseStatus, headers: [String: String], body: String)
 
-    /// Creates a server. It listens once ``listen(host:port:)`` is called.
+    /// Creates a server. It listens once ``listen(host:port:tlsConfiguration:)`` is called
+    /// (or, as a `Service`, when ``run()`` starts its `listeners`).
     ///
     /// - Parameters:
     ///   - configuration: the options; WebSocket-Node's defaults unless changed.

@@ -76,7 +76,7 @@ public struct WebSocketFrame: Sendable, Equatable {
     /// Parses one complete frame from the start of `buffer`, consuming it. Returns `nil`
     /// (consuming nothing) when the buffer does not yet hold the whole frame.
     ///
-    /// This is a convenience for whole buffers; the connection uses ``WebSocketFrameParser``,
+    /// This is a convenience for whole buffers; the connection uses its sans-I/O receiver,
     /// which streams payloads and enforces size limits before buffering them.
     public static func parse(from buffer: inout ByteBuffer) throws(WebSocketProtocolError) -> WebSocketFrame? {
         var probe = buffer
@@ -96,7 +96,6 @@ public struct WebSocketFrame: Sendable, Equatable {
 
 extension ByteBuffer {
     /// Appends `bytes`, XORed with `key` from key position `offset` when a key is given.
-
     mutating func writeMaskedPayload(_ bytes: ByteBufferView, key: WebSocketMaskingKey?, offset: Int = 0) {
         guard let key else {
             writeBytes(bytes)

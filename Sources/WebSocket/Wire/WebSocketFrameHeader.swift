@@ -2,10 +2,15 @@ import NIOCore
 
 /// The header of a frame: everything but the payload (RFC 6455 §5.2).
 public struct WebSocketFrameHeader: Sendable, Equatable {
+    /// Whether this is the final fragment of a message.
     public var fin: Bool
+    /// Reserved bit 1 (permessage-deflate's "compressed" bit).
     public var rsv1: Bool
+    /// Reserved bit 2.
     public var rsv2: Bool
+    /// Reserved bit 3.
     public var rsv3: Bool
+    /// The frame's opcode.
     public var opcode: WebSocketOpcode
     /// The masking key, when the frame is masked.
     public var maskingKey: WebSocketMaskingKey?
@@ -27,7 +32,6 @@ public struct WebSocketFrameHeader: Sendable, Equatable {
     }
 
     /// The number of header bytes for a payload length and masking.
-
     public static func encodedLength(payloadLength: Int, masked: Bool) -> Int {
         let base = payloadLength <= 125 ? 2 : (payloadLength <= 0xFFFF ? 4 : 10)
         return masked ? base + 4 : base
@@ -39,7 +43,6 @@ public struct WebSocketFrameHeader: Sendable, Equatable {
     }
 
     /// Writes the header, with the shortest length encoding, to `buffer`.
-
     public func write(to buffer: inout ByteBuffer) {
         var first: UInt8 = opcode.rawValue
         if fin { first |= 0x80 }
@@ -61,7 +64,6 @@ public struct WebSocketFrameHeader: Sendable, Equatable {
 
     /// How many header bytes are needed, given at least the first two; `nil` if fewer than two
     /// are available.
-
     static func requiredLength(firstTwo second: UInt8) -> Int {
         let len7 = second & 0x7F
         let base = len7 <= 125 ? 2 : (len7 == 126 ? 4 : 10)
@@ -73,7 +75,6 @@ public struct WebSocketFrameHeader: Sendable, Equatable {
     ///
     /// Throws for a 64-bit length with its most significant bit set (RFC 6455 §5.2). Lengths
     /// that are not minimally encoded are accepted, as the RFC does not forbid them.
-
     public static func parse(from buffer: inout ByteBuffer) throws(WebSocketProtocolError) -> WebSocketFrameHeader? {
         guard let second = buffer.getInteger(at: buffer.readerIndex &+ 1, as: UInt8.self) else { return nil }
         let needed = requiredLength(firstTwo: second)
