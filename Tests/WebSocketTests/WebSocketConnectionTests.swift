@@ -183,6 +183,17 @@ struct WebSocketConnectionTests {
         #expect(serverSide.closeReasonCode == 1008)
     }
 
+    @Test("sendFrame: a server never masks, whatever the frame says")
+    func sendFrameMasking() async throws {
+        let (server, accepted) = try await Self.serverWithConnections()
+        defer { Task { await server.stop() } }
+        let raw = try await RawClient.connected(port: server.port)
+        let serverSide = try await accepted.value()
+        serverSide.sendFrame(WebSocketFrame(mask: true, maskingKey: WebSocketMaskingKey(1, 2, 3, 4), opcode: .binary, binaryPayload: ByteBuffer(bytes: [9, 9])))
+        let frame = try #require(try await raw.readFrame())
+        #expect(!frame.mask && frame.binaryPayload == ByteBuffer(bytes: [9, 9]))
+    }
+
     @Test("sends after close report notConnected through their completion")
     func sendAfterClose() async throws {
         let (server, accepted) = try await Self.serverWithConnections()
