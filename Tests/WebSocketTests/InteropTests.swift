@@ -458,7 +458,13 @@ final class PeerProcess: @unchecked Sendable {
     func finish(_ seconds: Double) async throws -> [String: Any] {
         do {
             try await withTimeout(seconds, "\(name) to finish") {
-                while self.process.isRunning || !self.output.withLockedValue({ $0.stdoutEOF && $0.stderrEOF }) {
+                while self.process.isRunning {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                // Foundation may not report the pipes' end at once after the exit: give the
+                // readers a moment, then go on with what arrived.
+                let deadline = ContinuousClock.now + .seconds(2)
+                while !self.output.withLockedValue({ $0.stdoutEOF && $0.stderrEOF }) && ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(10))
                 }
             }
