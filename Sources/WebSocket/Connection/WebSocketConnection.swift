@@ -350,6 +350,11 @@ public final class WebSocketConnection: Sendable {
     }
 
     private func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
+        // On the loop (an echo from onMessage, say), call straight through: no closure to allocate.
+        if socket.eventLoop.inEventLoop {
+            handler.value.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion)
+            return
+        }
         onLoop { $0.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion) }
     }
 
