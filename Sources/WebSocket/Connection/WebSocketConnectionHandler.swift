@@ -51,6 +51,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var inReadLoop = false
     private var needsFlush = false
+    /// Small promise-less frames written during the read loop (echoes, pongs), gathered into one
+    /// buffer that goes down the pipeline once, before the flush or any other write.
+    private var batch: ByteBuffer?
 
     // Timers.
     private var closeTimer: Scheduled<Void>?
@@ -124,6 +127,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         keepaliveTimer?.cancel()
         graceTimer?.cancel()
         held.removeAll()
+        batch = nil
         let connection = self.connection
         self.connection = nil
         connection?.didClose()
@@ -315,8 +319,18 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         if key == nil && length > Self.copyThreshold {
             var headerBuffer = context.channel.allocator.buffer(capacity: headerLength)
             header.write(to: &headerBuffer)
+            writeBatch()
             context.write(wrapOutboundOut(headerBuffer), promise: nil)
             write(payload, promise: promise)
+            return
+        }
+        if inReadLoop && promise == nil {
+            if batch == nil {
+                batch = context.channel.allocator.buffer(capacity: max(Self.batchCapacity, headerLength + length))
+            }
+            header.write(to: &batch!)
+            batch!.writeMaskedPayload(payload.readableBytesView, key: key)
+            needsFlush = true
             return
         }
         var buffer = context.channel.allocator.buffer(capacity: headerLength + length)
@@ -325,8 +339,20 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         write(buffer, promise: promise)
     }
 
+    /// The initial capacity of a read loop's batch of small frames.
+    private static let batchCapacity = 1024
+
+    /// Sends the batched frames down the pipeline (before any other write, to keep the order).
+    private func writeBatch() {
+        if let buffer = batch, let context {
+            batch = nil
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        }
+    }
+
     private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
         guard let context else { return }
+        writeBatch()
         context.write(wrapOutboundOut(buffer), promise: promise)
         if inReadLoop {
             needsFlush = true
@@ -338,6 +364,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private func flushIfNeeded() {
         if needsFlush, let context {
             needsFlush = false
+            writeBatch()
             context.flush()
         }
     }
