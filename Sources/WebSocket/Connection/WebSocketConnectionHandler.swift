@@ -47,7 +47,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var awaitingConsumer = false
     private var userPaused = false
     private var streamBackpressure = false
-    private var held = CircularBuffer<ByteBuffer>()
+    /// Input held while delivery pauses; rarely used, so it starts at one slot rather than NIO's
+    /// default 16 (0.3 KiB less per idle connection).
+    private var held = CircularBuffer<ByteBuffer>(initialCapacity: 1)
     private var pendingRead = false
     private var inReadLoop = false
     private var needsFlush = false
