@@ -50,15 +50,19 @@ public struct WebSocketFrameHeader: Sendable, Equatable {
         if rsv2 { first |= 0x20 }
         if rsv3 { first |= 0x10 }
         let maskBit: UInt8 = maskingKey == nil ? 0 : 0x80
+        // One integer write per part (big-endian, so the first byte goes first): this runs for
+        // every frame sent.
         if payloadLength <= 125 {
-            buffer.writeMultipleIntegers(first, maskBit | UInt8(payloadLength))
+            buffer.writeInteger(UInt16(first) << 8 | UInt16(maskBit | UInt8(payloadLength)))
         } else if payloadLength <= 0xFFFF {
-            buffer.writeMultipleIntegers(first, maskBit | 126, UInt16(payloadLength))
+            buffer.writeInteger(UInt32(first) << 24 | UInt32(maskBit | 126) << 16 | UInt32(payloadLength))
         } else {
-            buffer.writeMultipleIntegers(first, maskBit | 127, payloadLength)
+            buffer.writeInteger(UInt16(first) << 8 | UInt16(maskBit | 127))
+            buffer.writeInteger(payloadLength)
         }
         if let key = maskingKey {
-            buffer.writeMultipleIntegers(key.bytes.0, key.bytes.1, key.bytes.2, key.bytes.3)
+            // `wireValue`'s little-endian layout is the wire order.
+            buffer.writeInteger(key.wireValue, endianness: .little)
         }
     }
 
