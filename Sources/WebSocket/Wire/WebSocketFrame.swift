@@ -98,7 +98,8 @@ extension ByteBuffer {
     /// Appends `bytes`, XORed with `key` from key position `offset` when a key is given.
     mutating func writeMaskedPayload(_ bytes: ByteBufferView, key: WebSocketMaskingKey?, offset: Int = 0) {
         guard let key else {
-            writeBytes(bytes)
+            // Through a raw pointer: a plain memcpy, where the generic collection path is not.
+            bytes.withUnsafeBytes { _ = writeBytes($0) }
             return
         }
         let count = bytes.count
