@@ -22,8 +22,14 @@ struct AutobahnClient: AsyncParsableCommand {
     @Option(help: "The case numbers to run (1-based, over the server's selection): FROM-TO, N, or a comma list of those. Default: all.")
     var cases: String?
 
+    @Option(help: "Skip /getCaseCount and use this count (for resuming a run).")
+    var caseCount: Int?
+
     @Option(help: "The time limit of one case, in seconds.")
     var caseTimeout: Double = 60
+
+    @Flag(help: "Offer permessage-deflate (needed for cases 12.x and 13.x).")
+    var deflate = false
 
     @Flag(help: "Print only a compact progress line every 50 cases instead of one line per case.")
     var quiet = false
@@ -34,6 +40,7 @@ struct AutobahnClient: AsyncParsableCommand {
     func validate() throws {
         guard url.hasPrefix("ws://") else { throw ValidationError("--url must be a ws:// URL") }
         guard caseTimeout > 0 else { throw ValidationError("--case-timeout must be positive") }
+        if let caseCount, caseCount < 0 { throw ValidationError("--case-count must not be negative") }
         if let cases { _ = try Self.parseCases(cases, count: Int.max) }
     }
 
@@ -43,24 +50,28 @@ struct AutobahnClient: AsyncParsableCommand {
         var configuration = WebSocketClient.Configuration()
         configuration.maxReceivedFrameSize = Self.limit
         configuration.maxReceivedMessageSize = Self.limit
-        let client = WebSocketClient(configuration: configuration)
+        if deflate { configuration.perMessageDeflate = PerMessageDeflate.Options() }
 
         let start = DispatchTime.now()
         let count: Int
         do {
-            count = try await caseCount(client: client, base: base)
+            if let caseCount {
+                count = caseCount
+            } else {
+                count = try await fetchCaseCount(configuration: configuration, base: base)
+            }
         } catch {
             printLine("autobahn-client: cannot get the case count from \(base)/getCaseCount: \(error)")
             throw ExitCode(2)
         }
         let selected = try Self.parseCases(cases ?? "1-\(count)", count: count)
-        printLine("autobahn-client: \(count) cases on \(base), running \(selected.count) as agent \"\(agent)\"")
+        printLine("autobahn-client: \(count) cases on \(base)\(caseCount == nil ? "" : " (given)"), running \(selected.count) as agent \"\(agent)\"")
 
         var timedOut: [Int] = []
         var connectFailed: [Int] = []
         for (index, number) in selected.enumerated() {
             let caseStart = DispatchTime.now()
-            let outcome = await runCase(client: client, url: "\(base)/runCase?case=\(number)&agent=\(agentQuery)")
+            let outcome = await runCase(configuration: configuration, url: "\(base)/runCase?case=\(number)&agent=\(agentQuery)")
             let ms = (DispatchTime.now().uptimeNanoseconds - caseStart.uptimeNanoseconds) / 1_000_000
             let line: String
             switch outcome {
@@ -84,8 +95,9 @@ struct AutobahnClient: AsyncParsableCommand {
             }
         }
 
+        printLine("autobahn-client: \(selected.count) cases run, updating reports")
         do {
-            try await updateReports(client: client, url: "\(base)/updateReports?agent=\(agentQuery)")
+            try await updateReports(configuration: configuration, url: "\(base)/updateReports?agent=\(agentQuery)")
         } catch {
             printLine("autobahn-client: updateReports failed: \(error)")
             throw ExitCode(2)
@@ -98,18 +110,24 @@ struct AutobahnClient: AsyncParsableCommand {
 
     // MARK: - The three kinds of connection
 
-    private func caseCount(client: WebSocketClient, base: String) async throws -> Int {
-        let connection = try await client.connect(url: "\(base)/getCaseCount")
-        let guardTask = Self.bound(connection, seconds: 30)
-        defer { guardTask.cancel() }
-        for try await message in connection.messages {
-            guard let text = message.utf8Data, let count = Int(text.trimmingCharacters(in: " \r\n\t")), count >= 0 else {
-                throw ValidationError("getCaseCount answered \(message), not a number")
+    private func fetchCaseCount(configuration: WebSocketClient.Configuration, base: String) async throws -> Int {
+        let answer = Box<WebSocketMessage>()
+        let connection = try await Self.connect(configuration: configuration, url: "\(base)/getCaseCount") { connection in
+            connection.onMessage { message in
+                answer.setIfEmpty(message)
+                try? connection.close()
             }
-            try? connection.close()
-            return count
         }
-        throw ValidationError("getCaseCount closed without an answer (close code \(connection.closeReasonCode))")
+        let guardTask = Self.bound(connection, seconds: 30)
+        try? await connection.socket.closeFuture.get()
+        guardTask.cancel()
+        guard let message = answer.value else {
+            throw ValidationError("getCaseCount closed without an answer (close code \(connection.closeReasonCode))")
+        }
+        guard let text = message.utf8Data, let count = Int(text.trimmingCharacters(in: " \r\n\t")), count >= 0 else {
+            throw ValidationError("getCaseCount answered \(message), not a number")
+        }
+        return count
     }
 
     enum CaseOutcome {
@@ -118,17 +136,18 @@ struct AutobahnClient: AsyncParsableCommand {
         case connectFailed(any Error)
     }
 
-    private func runCase(client: WebSocketClient, url: String) async -> CaseOutcome {
+    private func runCase(configuration: WebSocketClient.Configuration, url: String) async -> CaseOutcome {
+        let echoed = Counter()
         let connection: WebSocketConnection
         do {
-            connection = try await client.connect(url: url)
+            connection = try await Self.connect(configuration: configuration, url: url) { connection in
+                connection.onMessage { message in
+                    echoed.increment()
+                    connection.send(message)
+                }
+            }
         } catch {
             return .connectFailed(error)
-        }
-        let echoed = Counter()
-        connection.onMessage { message in
-            echoed.increment()
-            connection.send(message)
         }
         let fired = OnceFlag()
         let guardTask = connection.socket.eventLoop.scheduleTask(in: .nanoseconds(Int64(caseTimeout * 1e9))) {
@@ -143,12 +162,36 @@ struct AutobahnClient: AsyncParsableCommand {
         return .closed(code: connection.closeReasonCode, description: connection.closeDescription ?? "", echoed: echoed.value)
     }
 
-    private func updateReports(client: WebSocketClient, url: String) async throws {
-        let connection = try await client.connect(url: url)
+    /// Connects with the Node-style API and runs `setup` in the `connect` handler: that runs on
+    /// the event loop before the socket is read again, so the listeners are in place before the
+    /// frames that came with the handshake are parsed. (After `try await client.connect(url:)`
+    /// they can only be attached later: a protocol error among those frames then fails the
+    /// connection before the message in front of it can be echoed, which the suite grades
+    /// NON-STRICT.)
+    private static func connect(
+        configuration: WebSocketClient.Configuration, url: String,
+        setup: @escaping @Sendable (WebSocketConnection) -> Void
+    ) async throws -> WebSocketConnection {
+        let client = WebSocketClient(configuration: configuration)
+        let once = ResumeOnce()
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WebSocketConnection, any Error>) in
+            once.set(continuation)
+            client.onConnect { connection in
+                setup(connection)
+                once.resume(.success(connection))
+            }
+            client.onConnectFailed { error in once.resume(.failure(error)) }
+            client.connect(url: url) as Void
+        }
+    }
+
+    private func updateReports(configuration: WebSocketClient.Configuration, url: String) async throws {
+        let connection = try await Self.connect(configuration: configuration, url: url) { connection in
+            connection.onMessage { _ in }
+        }
         let guardTask = Self.bound(connection, seconds: 120)
-        defer { guardTask.cancel() }
-        connection.onMessage { _ in }
         try? await connection.socket.closeFuture.get()
+        guardTask.cancel()
     }
 
     /// Closes `connection`'s socket after `seconds` unless cancelled first.
@@ -199,11 +242,33 @@ private final class Counter: @unchecked Sendable {
     var value: Int { lock.sync { count } }
 }
 
+/// One value, set once, shared with the connection's callbacks.
+private final class Box<Value: Sendable>: @unchecked Sendable {
+    private let lock = DispatchQueue(label: "ws.autobahn.box")
+    private var stored: Value?
+    func setIfEmpty(_ value: Value) { lock.sync { if stored == nil { stored = value } } }
+    var value: Value? { lock.sync { stored } }
+}
+
 private final class OnceFlag: @unchecked Sendable {
     private let lock = DispatchQueue(label: "ws.autobahn.flag")
     private var on = false
     func set() { lock.sync { on = true } }
     var isSet: Bool { lock.sync { on } }
+}
+
+/// Resumes a continuation once, whichever of `connect` / `connectFailed` comes.
+private final class ResumeOnce: @unchecked Sendable {
+    private let lock = DispatchQueue(label: "ws.autobahn.once")
+    private var continuation: CheckedContinuation<WebSocketConnection, any Error>?
+    func set(_ continuation: CheckedContinuation<WebSocketConnection, any Error>) { lock.sync { self.continuation = continuation } }
+    func resume(_ result: Result<WebSocketConnection, any Error>) {
+        let continuation = lock.sync { () -> CheckedContinuation<WebSocketConnection, any Error>? in
+            defer { self.continuation = nil }
+            return self.continuation
+        }
+        continuation?.resume(with: result)
+    }
 }
 
 extension String {

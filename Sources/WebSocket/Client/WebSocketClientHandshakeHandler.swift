@@ -238,6 +238,8 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         if let leftover, leftover.readableBytes > 0 {
             self.leftover = nil
             context.fireChannelRead(NIOAny(leftover))
+            // Ends the read burst: the connection handler flushes what it wrote in answer.
+            context.fireChannelReadComplete()
         }
         context.leavePipeline(removalToken: removalToken)
     }
