@@ -28,8 +28,8 @@ struct AutobahnClient: AsyncParsableCommand {
     @Option(help: "The time limit of one case, in seconds.")
     var caseTimeout: Double = 60
 
-    @Flag(help: "Offer permessage-deflate (needed for cases 12.x and 13.x).")
-    var deflate = false
+    @Flag(inversion: .prefixedNo, help: "Offer permessage-deflate (on by default; needed for cases 12.x and 13.x).")
+    var deflate = true
 
     @Flag(help: "Print only a compact progress line every 50 cases instead of one line per case.")
     var quiet = false

@@ -73,6 +73,8 @@ public final class WebSocketConnection: Sendable {
         var pending: [WebSocketReceiver.Event] = []
         var pendingBytes = 0
         var closed = false
+        /// The socket error the connection failed with, if any: the messages sequence throws it.
+        var failure: (any Error)?
     }
 
     // Event handlers.
@@ -403,7 +405,7 @@ public final class WebSocketConnection: Sendable {
         for handler in handlers { handler((code, description)) }
         // Messages still waiting for a listener stay for one that comes later (the sequence
         // then yields them and ends).
-        if !hasPending { finishMessages(error: nil) }
+        if !hasPending { finishMessages() }
         messageHandlers.removeAll()
         frameHandlers.removeAll()
         pingHandlers.removeAll()
@@ -471,18 +473,21 @@ public final class WebSocketConnection: Sendable {
             return state.pending
         }
         for event in events { _ = emit(event) }
-        if state.withLockedValue({ $0.closed }) { finishMessages(error: nil) }
+        if state.withLockedValue({ $0.closed }) { finishMessages() }
     }
 
     func emitError(_ error: any Error) {
         errorHandlers.emit(error)
-        finishMessages(error: error)
+        // The close follows; the messages sequence ends with this error then, after any message
+        // still waiting for a listener.
+        state.withLockedValue { $0.failure = $0.failure ?? error }
     }
 
-    private func finishMessages(error: (any Error)?) {
-        let source = state.withLockedValue { state -> WebSocketMessageSequence.Source? in
+    /// Ends the messages sequence: normally, or with the socket error the connection failed with.
+    private func finishMessages() {
+        let (source, error) = state.withLockedValue { state -> (WebSocketMessageSequence.Source?, (any Error)?) in
             defer { state.messageSource = nil }
-            return state.messageSource
+            return (state.messageSource, state.failure)
         }
         if let error { source?.finish(error) } else { source?.finish() }
     }

@@ -204,7 +204,10 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             context.channel.writeAndFlush(ByteBuffer(string: response), promise: nil)
             if let limiter { _ = pipeline.removeHandler(limiter) }
             _ = pipeline.removeHandler(context: context)
-            _ = pipeline.removeHandler(decoder)
+            // The decoder hands on the bytes that followed the request when it leaves; end that
+            // read burst so replies to them are flushed without waiting for the next packet.
+            let channel = context.channel
+            pipeline.removeHandler(decoder).whenSuccess { _ in channel.pipeline.fireChannelReadComplete() }
         } catch {
             connection.channelHandler.abandon()
             context.close(promise: nil)
