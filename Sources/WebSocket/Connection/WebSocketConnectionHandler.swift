@@ -110,7 +110,11 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if closeState != .closed && closeState != .dropping {
+        // After a completed close handshake a peer may reset instead of closing (Autobahn's
+        // server does): nothing was lost, so it is no error for the user.
+        if closeState == .closeReceived {
+            connection?.logger.debug("WebSocket socket error after the close handshake", metadata: ["error": "\(error)"])
+        } else if closeState != .closed && closeState != .dropping {
             connection?.logger.debug("WebSocket socket error", metadata: ["error": "\(error)"])
             connection?.emitError(error)
         }
