@@ -109,6 +109,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The context holds this handler: keeping it would keep both (and the buffers, timers
+        // and zlib state) alive forever after the channel closed.
+        self.context = nil
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // After a completed close handshake a peer may reset instead of closing (Autobahn's
         // server does): nothing was lost, so it is no error for the user.
@@ -402,7 +408,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     func drop(code: Int, description: String, skipCloseFrame: Bool) {
         guard let context, closeState != .closed, closeState != .dropping else { return }
         connection?.markClosing(code: code, description: description)
-        let wasOpen = closeState == .open || closeState == .closeSent
+        // After our close frame (closeSent) no second one goes out: the socket just closes.
+        let wasOpen = closeState == .open
         closeState = .dropping
         awaitingConsumer = false
         userPaused = false
