@@ -107,7 +107,7 @@ public final class WebSocketRequest: Sendable {
         response += "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n"
         if let chosen { response += "Sec-WebSocket-Protocol: \(chosen)\r\n" }
         if let origin {
-            let clean = origin.filter { $0 != "\r" && $0 != "\n" }
+            let clean = origin.filter { !$0.isNewline }  // "\r\n" is one Character
             response += webSocketVersion == 8 ? "Sec-WebSocket-Origin: \(clean)\r\n" : "Origin: \(clean)\r\n"
         }
         for cookie in cookies { response += "Set-Cookie: \(cookie.setCookieValue)\r\n" }

@@ -182,7 +182,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     func reject(status: Int, reason: String?, extraHeaders: [String: String]) {
         var headers = extraHeaders
         if let reason {
-            headers["X-WebSocket-Reject-Reason"] = reason.filter { $0 != "\r" && $0 != "\n" }
+            headers["X-WebSocket-Reject-Reason"] = reason.filter { !$0.isNewline }  // "\r\n" is one Character
         }
         let status = HTTPResponseStatus(statusCode: status)
         respond(status: status, headers: headers, body: status.reasonPhrase)
