@@ -81,10 +81,12 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
             scratch = ByteBufferAllocator().buffer(capacity: 32 * 1024)
         }
         self.decompressor = decompressor
+        let start = output.writerIndex
         try inflate(&input, decompressor, into: &output, limit: limit)
         if endOfMessage {
+            // The tail can complete a code the input left open: it counts against the same limit.
             var tail = ByteBuffer(bytes: Self.tail)
-            try inflate(&tail, decompressor, into: &output, limit: limit)
+            try inflate(&tail, decompressor, into: &output, limit: limit - (output.writerIndex - start))
             if resetDecompressor {
                 self.decompressor = nil
                 scratch = ByteBuffer()
