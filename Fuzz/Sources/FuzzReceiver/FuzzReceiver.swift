@@ -12,7 +12,7 @@
 // Checks, beside "no crash": every call consumes its whole input; nothing follows a failure or
 // a close; failures close with 1002, 1007 or 1009 only; messages and frames respect the limits;
 // and the events are the same for the split feed as for the whole input in one buffer
-// (failures compared by close code).
+// (failures compared by close code; in a compressed message 1007 and 1009 may swap).
 import NIOCore
 
 @testable import WebSocket
@@ -124,7 +124,15 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
     var split = makeReceiver(flags: flags, limits: limits)
     let pieces = run(&split, chunks: chunks, limits: limits, deflate: deflate)
     check(
-        reference == pieces,
+        reference == pieces || (deflate && sameButTheLastFailure(reference, pieces)),
         "the events differ between the whole input and \(chunks.count) pieces:\n  whole: \(reference)\n  split: \(pieces)")
     return 0
+}
+
+/// Whether two outcomes agree up to a last failure that is 1007 in one and 1009 in the other: in
+/// a compressed message, whether the decoded size passes the limit (1009) before invalid data or
+/// invalid UTF-8 shows (1007) depends on how much output each piece of input inflates to.
+private func sameButTheLastFailure(_ a: [Outcome], _ b: [Outcome]) -> Bool {
+    guard a.count == b.count, case .failure(let x)? = a.last, case .failure(let y)? = b.last else { return false }
+    return a.dropLast() == b.dropLast() && Set([x, y]) == [1007, 1009]
 }
