@@ -19,29 +19,39 @@ ROWS = [
     ("W2", "server_us_per_op", False, None, "W2 server CPU us per message"),
     ("W3", "mb_per_s", True, 2.0, "W3 throughput 8x4 64 KiB binary: MB/s"),
     ("W3", "server_cpu_pct", False, None, "W3 server CPU (% of its core)"),
+    ("W3", "server_us_per_op", False, None, "W3 server CPU us per message"),
     ("W4", "handshakes_per_s", True, 1.5, "W4 handshakes, 32 concurrent: /s"),
     ("W4", "server_cpu_pct", False, None, "W4 server CPU (% of its core)"),
     ("W4", "server_us_per_op", False, None, "W4 server CPU us per handshake"),
     ("W5", "kib_per_conn", False, 0.5, "W5 idle memory: KiB/connection"),
-    ("W6a", "msgs_per_s", True, None, "W6 deflate, W2 shape: msgs/s"),
-    ("W6b", "mb_per_s", True, None, "W6 deflate, W3 shape: MB/s"),
+    ("W6a", "msgs_per_s", True, None, "W6a deflate, W2 shape: msgs/s"),
+    ("W6a", "server_us_per_op", False, None, "W6a server CPU us per message"),
+    ("W6b", "mb_per_s", True, None, "W6b deflate, W3 shape: MB/s"),
+    ("W6b", "server_us_per_op", False, None, "W6b server CPU us per message"),
+    ("W6b", "compressed_pct", True, None, "W6b echoes that came back compressed (%)"),
 ]
 
 data = defaultdict(list)
 errors = defaultdict(int)
+rows = defaultdict(dict)  # (workload, server, rep) -> {key: value}
 for line in open(sys.argv[1]):
     parts = line.rstrip("\n").split("\t")
     if len(parts) != 5:
         continue
-    w, s, _rep, key, value = parts
+    w, s, rep, key, value = parts
     try:
-        v = float(value)
+        rows[(w, s, rep)][key] = float(value)
     except ValueError:
         continue
-    if key == "errors":
-        errors[(w, s)] += int(v)
-    else:
-        data[(w, s, key)].append(v)
+for (w, s, _rep), values in rows.items():
+    errors[(w, s)] += int(values.get("errors", 0))
+    # A repetition in which no message or handshake got through (even after run.sh's retry)
+    # measured nothing: it is flagged, not counted in the median.
+    if values.get("msgs") == 0 or values.get("handshakes") == 0:
+        continue
+    for key, v in values.items():
+        if key != "errors":
+            data[(w, s, key)].append(v)
 
 
 def median(w, s, key):

@@ -70,12 +70,12 @@ fi
 
 # ---------------------------------------------------------------- server control
 SERVER_PID=""
-PORT=19000
+PORT=29000
 start_server() { # name cpus [args...]
     local name=$1 cpus=$2
     shift 2
     PORT=$((PORT + 1))
-    [ "$PORT" -gt 19900 ] && PORT=19001
+    [ "$PORT" -gt 29900 ] && PORT=29001
     taskset -c "$cpus" "$BIN/echo-$name" "$PORT" "$@" > "$OUT/server-$name.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 200); do
@@ -127,10 +127,21 @@ run_echo() { # workload servers... -- loadgen args
         for s in "${servers[@]}"; do
             local extra=()
             [[ " $* " == *" --deflate "* ]] && extra=(--deflate)
-            start_server "$s" "$SERVER_CPU" "${extra[@]}" || continue
-            local line
-            line=$(load "$LOAD_CPU" "$@" || true)
-            stop_server
+            local line="" attempt
+            for attempt in 1 2; do
+                start_server "$s" "$SERVER_CPU" "${extra[@]}" || continue
+                line=$(load "$LOAD_CPU" "$@" || true)
+                # A run where no connection got through (the server was not reachable yet, or a
+                # port was taken) is retried once on a fresh server and port; it is logged.
+                if [[ "$line" == *"msgs=0 "* || "$line" == *"handshakes=0 "* || -z "$line" ]]; then
+                    echo "   $w rep $rep $s: no traffic on attempt $attempt (server alive: $(kill -0 "$SERVER_PID" 2>/dev/null && echo yes || echo no)): $line" | tee -a "$OUT/retries.log"
+                    tail -3 "$OUT/server-$s.log" >> "$OUT/retries.log"
+                    stop_server
+                    continue
+                fi
+                stop_server
+                break
+            done
             echo "   $w rep $rep $s: $line"
             record "$w" "$s" "$rep" "$line"
         done
@@ -183,9 +194,17 @@ if wanted MC; then
     echo "== MC: W2 with our server on 2 event loop threads, server and load generator both on cpus 0,1"
     for rep in $(seq 1 "$REPS"); do
         for threads in 1 2; do
-            start_server ours 0,1 --threads "$threads" || continue
-            line=$(load 0,1 --mode echo --conns 64 --inflight 16 --size 32 || true)
-            stop_server
+            line=""
+            for attempt in 1 2; do
+                start_server ours 0,1 --threads "$threads" || continue
+                line=$(load 0,1 --mode echo --conns 64 --inflight 16 --size 32 || true)
+                stop_server
+                if [[ "$line" == *"msgs=0 "* || -z "$line" ]]; then
+                    echo "   MC rep $rep threads=$threads: no traffic on attempt $attempt: $line" | tee -a "$OUT/retries.log"
+                    continue
+                fi
+                break
+            done
             echo "   MC rep $rep ours threads=$threads: $line"
             record MC "ours-$threads" "$rep" "$line"
         done

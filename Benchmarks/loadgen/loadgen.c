@@ -12,6 +12,8 @@
 //   --deflate     offer permessage-deflate and send compressed messages
 //   --sources N   spread connections over source addresses 127.0.0.1 .. 127.0.0.N
 //   --server-pid P  also report the server's CPU use over the measurement (from /proc/P/stat)
+//   --count M     echo mode: each connection sends M messages; the run ends when all echoes are
+//                 in (for instruction counts under valgrind, where time means little)
 //
 // The result is one line of key=value pairs on stdout. Exit status 1 on any validation error.
 #define _GNU_SOURCE
@@ -50,6 +52,7 @@ static int opt_deflate = 0;
 static int opt_sources = 1;
 static int opt_open_concurrency = 128;
 static int opt_server_pid = 0;
+static long opt_count = 0;  // echo mode: each connection sends exactly this many messages, then the run ends
 
 enum { MODE_ECHO, MODE_HANDSHAKE, MODE_IDLE } mode;
 
@@ -241,8 +244,9 @@ static int epfd;
 static struct sockaddr_in server_addr;
 
 // Results.
+static uint64_t count_compressed;  // echoes that came back compressed (RSV1)
 static uint64_t count_msgs, count_bytes, count_errors, count_handshakes, count_client_closed;
-static int measuring, stopping;
+static int measuring, stopping, finished_conns;
 #define HIST_US 2000000
 static uint32_t *hist;  // latency histogram, 1 µs buckets up to 2 s
 static uint64_t hist_over;
@@ -466,8 +470,10 @@ static void validate_message(conn_t *c, const uint8_t *data, size_t len, int opc
         if (lat < HIST_US) hist[lat]++; else hist_over++;
         count_msgs++;
         count_bytes += opt_size;
+        count_compressed += rsv1;
     }
-    if (!stopping) send_message(c, t);
+    if (!stopping && (!opt_count || c->sent < (uint64_t)opt_count)) send_message(c, t);
+    if (opt_count && c->received == (uint64_t)opt_count) finished_conns++;
 }
 
 // Parses the frames in the input buffer.
@@ -592,7 +598,14 @@ static void on_writable(conn_t *c) {
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err) { errno = err; error_at(c, "connect failed"); close_conn(c); if (!stopping && mode == MODE_HANDSHAKE) start_connect(c); return; }
+        if (err) {
+            char what[96];
+            snprintf(what, sizeof what, "connect failed: %s", strerror(err));
+            error_at(c, what);
+            close_conn(c);
+            if (!stopping && mode == MODE_HANDSHAKE) start_connect(c);
+            return;
+        }
         send_upgrade(c);
         return;
     }
@@ -633,6 +646,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--sources")) opt_sources = atoi(v);
         else if (!strcmp(a, "--open-concurrency")) opt_open_concurrency = atoi(v);
         else if (!strcmp(a, "--server-pid")) opt_server_pid = atoi(v);
+        else if (!strcmp(a, "--count")) opt_count = atol(v);
         else usage();
     }
     if (!strcmp(opt_mode, "echo")) mode = MODE_ECHO;
@@ -685,13 +699,18 @@ int main(int argc, char **argv) {
                 ready_at = t;
             }
         }
-        if (mode != MODE_IDLE && !measuring && !stopping && t - start >= opt_warmup) {
+        if (mode != MODE_IDLE && !measuring && !stopping && (opt_count || t - start >= opt_warmup)) {
             measuring = 1;
             measure_start = t;
             if (opt_server_pid) server_cpu0 = process_cpu_s(opt_server_pid);
             self_cpu0 = self_cpu_s();
         }
-        if (mode != MODE_IDLE && measuring && t - measure_start >= opt_duration) {
+        if (opt_count && mode == MODE_ECHO && finished_conns == opt_conns) {
+            measuring = 0;
+            measure_end = t;
+            break;
+        }
+        if (mode != MODE_IDLE && measuring && !opt_count && t - measure_start >= opt_duration) {
             measuring = 0;
             measure_end = t;
             if (opt_server_pid) server_cpu1 = process_cpu_s(opt_server_pid);
@@ -734,6 +753,7 @@ int main(int argc, char **argv) {
     char cpu[160] = "";
     double ops = mode == MODE_ECHO ? (double)count_msgs : (double)count_handshakes;
     int k = snprintf(cpu, sizeof cpu, " loadgen_cpu_pct=%.0f", 100 * (self_cpu1 - self_cpu0) / elapsed);
+    if (opt_deflate) k += snprintf(cpu + k, sizeof cpu - (size_t)k, " compressed_pct=%.0f", count_msgs ? 100.0 * count_compressed / count_msgs : 0.0);
     if (opt_server_pid && server_cpu0 >= 0 && server_cpu1 >= 0)
         snprintf(cpu + k, sizeof cpu - (size_t)k, " server_cpu_pct=%.0f server_us_per_op=%.2f",
                  100 * (server_cpu1 - server_cpu0) / elapsed, ops > 0 ? 1e6 * (server_cpu1 - server_cpu0) / ops : 0.0);
