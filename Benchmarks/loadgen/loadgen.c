@@ -705,9 +705,17 @@ int main(int argc, char **argv) {
             if (opt_server_pid) server_cpu0 = process_cpu_s(opt_server_pid);
             self_cpu0 = self_cpu_s();
         }
+        if (opt_count && mode == MODE_ECHO && started == opt_conns) {
+            // Connections that failed never finish: stop when none is left running.
+            int live = 0;
+            for (int i = 0; i < opt_conns; i++) live += conns[i].state != S_DEAD;
+            if (!live) finished_conns = opt_conns;
+        }
         if (opt_count && mode == MODE_ECHO && finished_conns == opt_conns) {
             measuring = 0;
             measure_end = t;
+            if (opt_server_pid) server_cpu1 = process_cpu_s(opt_server_pid);
+            self_cpu1 = self_cpu_s();
             break;
         }
         if (mode != MODE_IDLE && measuring && !opt_count && t - measure_start >= opt_duration) {
