@@ -28,9 +28,40 @@ private func recordingSocket(
 
 @Suite("W3CWebSocket")
 struct W3CWebSocketTests {
+    @Test("handlers set after the socket opened still get the open event first, then the messages")
+    func lateHandlers() async throws {
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { request in
+                guard let connection = try? request.accept() else { return }
+                connection.sendUTF("first")
+            }
+        })
+        defer { Task { await server.stop() } }
+        let socket = try W3CWebSocket(url: server.url)
+        try await withTimeout(10) { while socket.readyState != W3CWebSocket.OPEN { try await Task.sleep(for: .milliseconds(5)) } }
+        try await Task.sleep(for: .milliseconds(100))
+        let events = Expectation<String>()
+        socket.onmessage = { event in
+            if case .text(let text) = event.data { events.fulfill("message " + text) }
+        }
+        socket.onopen = { events.fulfill("open") }
+        #expect(try await events.value() == "open")
+        #expect(try await events.value() == "message first")
+        try socket.close()
+    }
+
     @Test("CONNECTING → OPEN → CLOSING → CLOSED; protocol, url, text and binary messages in both binary types")
     func lifecycle() async throws {
-        let server = try await TestServer.echo()
+        // The server decides after 300 ms, so the socket is certainly still connecting below.
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { request in
+                Task {
+                    try await Task.sleep(for: .milliseconds(300))
+                    guard let connection = try? request.accept(protocol: request.requestedProtocols.first) else { return }
+                    connection.onMessage { connection.send($0) }
+                }
+            }
+        })
         defer { Task { await server.stop() } }
         let (socket, events) = try recordingSocket(url: server.url + "w3c", protocols: ["chat"])
         #expect(socket.readyState == W3CWebSocket.CONNECTING)

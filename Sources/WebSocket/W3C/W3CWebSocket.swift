@@ -118,6 +118,11 @@ public final class W3CWebSocket: Sendable {
         /// connection opens anyway.
         var closeWhileConnecting: (code: Int?, reason: String?)?
         var clientTokens: [WebSocketHandlerToken] = []
+        /// The connection opened before `onopen` was set: the event waits for the handler (as a
+        /// browser dispatches it after the script that made the socket), and messages wait too.
+        var openUndelivered = false
+        /// Messages flow to `onmessage` (the connection keeps them until then, in order).
+        var messagesAttached = false
     }
 
     /// The state of the connection: ``CONNECTING``, ``OPEN``, ``CLOSING`` or ``CLOSED``.
@@ -148,15 +153,47 @@ public final class W3CWebSocket: Sendable {
     }
 
     /// Called once when the connection opens.
+    /// Set after the connection opened, it is called at once: the open event is never lost to
+    /// a handler set just after `init`.
     public var onopen: (@Sendable () -> Void)? {
         get { state.withLockedValue { $0.onopen } }
-        set { state.withLockedValue { $0.onopen = newValue } }
+        set {
+            let connection = state.withLockedValue { state -> WebSocketConnection? in
+                state.onopen = newValue
+                guard newValue != nil, state.openUndelivered else { return nil }
+                state.openUndelivered = false
+                return state.connection
+            }
+            guard let connection else { return }
+            connection.socket.eventLoop.execute {
+                self.state.withLockedValue { $0.onopen }?()
+                self.attachMessages(connection)
+            }
+        }
     }
 
     /// Called for each message received while the connection is open.
+    /// Messages that arrive before it is set wait for it (after the open event).
     public var onmessage: (@Sendable (MessageEvent) -> Void)? {
         get { state.withLockedValue { $0.onmessage } }
-        set { state.withLockedValue { $0.onmessage = newValue } }
+        set {
+            let connection = state.withLockedValue { state -> WebSocketConnection? in
+                state.onmessage = newValue
+                guard newValue != nil, !state.openUndelivered, state.readyState == Self.OPEN else { return nil }
+                return state.connection
+            }
+            if let connection { attachMessages(connection) }
+        }
+    }
+
+    /// Starts delivering the connection's messages to `onmessage`, once.
+    private func attachMessages(_ connection: WebSocketConnection) {
+        let attach = state.withLockedValue { state -> Bool in
+            guard !state.messagesAttached, state.onmessage != nil else { return false }
+            state.messagesAttached = true
+            return true
+        }
+        if attach { connection.onMessage { [self] message in received(message) } }
     }
 
     /// Called when the connection could not be opened or failed; `onclose` follows.
@@ -308,8 +345,14 @@ public final class W3CWebSocket: Sendable {
         }
         connection.onError { [self] error in dispatchError(error) }
         connection.onClose { [self] code, description in closed(code: code, reason: description) }
-        state.withLockedValue { $0.onopen }?()
-        connection.onMessage { [self] message in received(message) }
+        let onopen = state.withLockedValue { state -> (@Sendable () -> Void)? in
+            if state.onopen == nil { state.openUndelivered = true }
+            return state.onopen
+        }
+        if let onopen {
+            onopen()
+            attachMessages(connection)
+        }
     }
 
     private func failedToOpen(_ error: WebSocketError) {
