@@ -42,6 +42,10 @@ public final class WebSocketClient: Sendable {
     let httpResponseHandlers = WebSocketEventHandlers<(HTTPResponse, WebSocketClient)>()
     private let attempts = NIOLockedValueBox<(next: UInt64, live: [UInt64: EventLoopPromise<WebSocketConnection>])>((0, [:]))
     private let cachedTLSContext = NIOLockedValueBox<NIOSSLContext?>(nil)
+    private let cachedHTTP2TLSContext = NIOLockedValueBox<NIOSSLContext?>(nil)
+    /// With `configuration.http2`: the HTTP/2 connection (or the finding that there is none to
+    /// have) per `host:port`, shared by this client's WebSockets.
+    private let http2Pool = NIOLockedValueBox<[String: HTTP2PoolEntry]>([:])
 
     /// A server's answer other than 101 Switching Protocols, as the `httpResponse` event
     /// gives it (Node's `http.IncomingMessage`: status, headers and body).
@@ -160,6 +164,27 @@ public final class WebSocketClient: Sendable {
         }
     }
 
+    /// Opens a WebSocket as a new stream of an HTTP/2 connection (RFC 8441) and returns it,
+    /// or throws a ``WebSocketError`` (see ``onConnectFailed(_:)``; a server that refuses
+    /// answers with a status other than 200, which comes as `.unexpectedStatus` and to
+    /// ``onHttpResponse(_:)``). The URL gives the path and `:authority`; `connection` must
+    /// lead to the same server. The events are emitted too.
+    public func connect(
+        url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
+        over connection: WebSocketHTTP2Connection
+    ) async throws -> WebSocketConnection {
+        let promise = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: nil, over: connection)
+        return try await withTaskCancellationHandler {
+            do {
+                return try await promise.futureResult.get()
+            } catch let failure as HandshakeFailure {
+                throw failure.error
+            }
+        } onCancel: {
+            promise.fail(WebSocketError(.aborted, "The connection attempt to \(url) was cancelled"))
+        }
+    }
+
     /// Abandons every connection attempt of this client that has not finished; each fails
     /// with `.aborted`. Connections already open are not affected.
     public func abort() {
@@ -174,7 +199,8 @@ public final class WebSocketClient: Sendable {
     /// Starts an attempt; the returned promise completes with the connection, a
     /// ``HandshakeFailure`` or a ``WebSocketError``. The events are emitted when it completes.
     func start(
-        url: String, protocols: [String], origin: String?, headers: [String: String], requestOptions: RequestOptions?
+        url: String, protocols: [String], origin: String?, headers: [String: String], requestOptions: RequestOptions?,
+        over http2Connection: WebSocketHTTP2Connection? = nil
     ) -> EventLoopPromise<WebSocketConnection> {
         let eventLoop = eventLoopGroup.next()
         let promise = eventLoop.makePromise(of: WebSocketConnection.self)
@@ -202,7 +228,9 @@ public final class WebSocketClient: Sendable {
             }
         }
         do {
-            try begin(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions, promise: promise)
+            try begin(
+                url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions,
+                over: http2Connection, promise: promise)
         } catch {
             promise.fail(error)
         }
@@ -211,7 +239,7 @@ public final class WebSocketClient: Sendable {
 
     private func begin(
         url: String, protocols: [String], origin: String?, headers: [String: String], requestOptions: RequestOptions?,
-        promise: EventLoopPromise<WebSocketConnection>
+        over http2Connection: WebSocketHTTP2Connection?, promise: EventLoopPromise<WebSocketConnection>
     ) throws {
         let target = try WebSocketURL(url)
         guard configuration.webSocketVersion == 13 || configuration.webSocketVersion == 8 else {
@@ -251,6 +279,107 @@ public final class WebSocketClient: Sendable {
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
 
+        if let http2Connection {
+            Self.openStream(on: http2Connection, request: request, promise: promise)
+            return
+        }
+        if configuration.http2, target.isSecure, requestOptions == nil, configuration.webSocketVersion == 13 {
+            // RFC 8441 when the server offers it, on a connection shared with this client's
+            // other WebSockets to the same server; HTTP/1.1 otherwise.
+            pooledHTTP2Connection(host: target.host, port: target.port, serverName: serverName).whenComplete { result in
+                switch result {
+                case .success(.http2(let connection)):
+                    Self.openStream(on: connection, request: request, promise: promise)
+                case .success(.notSupported(let why)):
+                    self.logger.debug("WebSocket over HTTP/1.1", metadata: ["url": "\(url)", "reason": "\(why)"])
+                    self.connectHTTP1(
+                        target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy,
+                        proxyName: proxyName, promise: promise)
+                case .failure(let error):
+                    promise.fail(error)
+                }
+            }
+            return
+        }
+        connectHTTP1(
+            target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy, proxyName: proxyName,
+            promise: promise)
+    }
+
+    /// Opens a stream on `connection` for the opening handshake of `request`.
+    private static func openStream(
+        on connection: WebSocketHTTP2Connection, request: WebSocketClientHandshakeHandler.Request,
+        promise: EventLoopPromise<WebSocketConnection>
+    ) {
+        connection.openStream { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(WebSocketHTTP2ClientStreamHandler(request: request, promise: promise))
+            }
+        }.whenComplete { result in
+            switch result {
+            case .success(let stream):
+                // Whatever ends the attempt unsuccessfully (timeout, abort) resets the stream.
+                promise.futureResult.whenFailure { _ in stream.close(promise: nil) }
+            case .failure(let error):
+                promise.fail(
+                    WebSocketError(.connectionFailed, "Could not open an HTTP/2 stream to \(request.peerDescription): \(error)"))
+            }
+        }
+    }
+
+    /// The shared HTTP/2 connection to `host:port`, opened on first use and again after it
+    /// closed or failed; a server found not to take WebSockets over HTTP/2 is remembered.
+    private func pooledHTTP2Connection(host: String, port: Int, serverName: String?) -> EventLoopFuture<WebSocketHTTP2Connection.OpenResult> {
+        let key = "\(host):\(port)"
+        let eventLoop = eventLoopGroup.next()
+        return http2Pool.withLockedValue { pool -> EventLoopFuture<WebSocketHTTP2Connection.OpenResult> in
+            switch pool[key] {
+            case .opening(let future): return future
+            case .known(let result):
+                if case .http2(let connection) = result, !connection.isActive { break }
+                return eventLoop.makeSucceededFuture(result)
+            case nil: break
+            }
+            let opened: EventLoopFuture<WebSocketHTTP2Connection.OpenResult>
+            do {
+                let context = try cachedHTTP2TLSContext.withLockedValue { cached in
+                    if let cached { return cached }
+                    let context = try NIOSSLContext(configuration: WebSocketHTTP2Connection.alpnConfiguration(configuration.tlsConfiguration))
+                    cached = context
+                    return context
+                }
+                opened = WebSocketHTTP2Connection.open(
+                    host: host, port: port, sslContext: context, serverName: serverName, eventLoop: eventLoop,
+                    timeout: configuration.handshakeTimeout)
+            } catch {
+                return eventLoop.makeFailedFuture(WebSocketError(.tlsFailed, "The TLS configuration is not usable: \(error)"))
+            }
+            pool[key] = .opening(opened)
+            opened.whenComplete { result in
+                self.http2Pool.withLockedValue { pool in
+                    switch result {
+                    case .success(let known): pool[key] = .known(known)
+                    case .failure: pool[key] = nil
+                    }
+                }
+            }
+            return opened
+        }
+    }
+
+    /// An entry of the HTTP/2 connection pool.
+    enum HTTP2PoolEntry: Sendable {
+        case opening(EventLoopFuture<WebSocketHTTP2Connection.OpenResult>)
+        case known(WebSocketHTTP2Connection.OpenResult)
+    }
+
+    /// Connects over TCP (through the proxy, with TLS) and runs the HTTP/1.1 upgrade.
+    private func connectHTTP1(
+        target: WebSocketURL, request: WebSocketClientHandshakeHandler.Request, tlsContext: NIOSSLContext?,
+        serverName: String?, proxy: HTTPProxy?, proxyName: String?, promise: EventLoopPromise<WebSocketConnection>
+    ) {
+        let eventLoop = promise.futureResult.eventLoop
+        let handshakeTimeout = configuration.handshakeTimeout
         let (connectHost, connectPort) = proxy.map { ($0.host, $0.port) } ?? (target.host, target.port)
         let proxyAuthorization = proxy?.authorization?.headerValue
         let nodelay = configuration.disableNagleAlgorithm

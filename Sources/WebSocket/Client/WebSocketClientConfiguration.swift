@@ -61,6 +61,15 @@ extension WebSocketClient {
         /// wait. Default 32 KiB and 64 KiB.
         public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
 
+        /// Whether `wss://` connections use HTTP/2 (RFC 8441) when the server offers it: the
+        /// client then opens one HTTP/2 connection per host and port (ALPN `h2`) and opens each
+        /// WebSocket to that server as a stream of it, like a browser. Where the server does not
+        /// choose h2 or does not announce SETTINGS_ENABLE_CONNECT_PROTOCOL, connections go over
+        /// HTTP/1.1 as usual (and the client remembers that for the server). Connections with
+        /// their own ``WebSocketClient/RequestOptions`` (a proxy, other TLS settings), and
+        /// `webSocketVersion` 8, always use HTTP/1.1. Default false.
+        public var http2 = false
+
         /// The client pings (when `keepalive` is on); TCP keepalive is a server option.
         var useNativeKeepalive: Bool { false }
 

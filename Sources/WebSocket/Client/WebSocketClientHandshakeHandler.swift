@@ -22,6 +22,43 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         var peerDescription: String
         /// The extensions to offer.
         var negotiators: [any WebSocketExtensionNegotiator]
+
+        /// Checks the server's choice of subprotocol and extensions (the same over HTTP/1.1 and
+        /// HTTP/2): the subprotocol must be one offered; each extension one offered, once, with
+        /// parameters its negotiator accepts.
+        func negotiate(_ headers: HTTPHeaders) -> Result<(String?, [any WebSocketExtensionCodec]), WebSocketError> {
+            func reject(_ code: WebSocketError.Code, _ message: String) -> Result<(String?, [any WebSocketExtensionCodec]), WebSocketError> {
+                .failure(WebSocketError(code, message))
+            }
+            var chosen: String?
+            if let answered = headers.first(name: "sec-websocket-protocol") {
+                let lower = answered.trimmingSpaces().lowercased()
+                guard protocols.contains(where: { $0.lowercased() == lower }) else {
+                    let offered = protocols.isEmpty ? "none" : protocols.joined(separator: ", ")
+                    return reject(.protocolNotOffered, "The server chose the subprotocol \"\(answered)\", which the client did not offer (offered: \(offered))")
+                }
+                chosen = lower
+            }
+            // Each accepted extension must be one offered, once; its negotiator checks the answer.
+            var codecs: [any WebSocketExtensionCodec] = []
+            var seen = Set<String>()
+            for accepted in WebSocketExtension.parse(headers["sec-websocket-extensions"]) {
+                let name = accepted.name.lowercased()
+                guard let negotiator = negotiators.first(where: { $0.name.lowercased() == name }) else {
+                    return reject(.extensionNotOffered, "The server accepted the extension \"\(accepted)\", which the client did not offer")
+                }
+                guard seen.insert(name).inserted else {
+                    return reject(.handshakeFailed, "The server accepted the extension \(accepted.name) twice")
+                }
+                do {
+                    codecs.append(try negotiator.accepted(response: accepted))
+                } catch {
+                    let message = (error as? WebSocketError)?.message ?? "\(error)"
+                    return reject(.handshakeFailed, "The server's answer for \(accepted.name) is not acceptable: \(message)")
+                }
+            }
+            return .success((chosen, codecs))
+        }
     }
 
     /// The most body bytes of a non-101 response kept for `httpResponse`.
@@ -174,32 +211,11 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         guard accept == expected else {
             return reject(.invalidAcceptKey, "Sec-WebSocket-Accept header from server didn't match expected value of \(expected) (got \(accept))")
         }
-        var chosen: String?
-        if let answered = headers.first(name: "sec-websocket-protocol") {
-            let lower = answered.trimmingSpaces().lowercased()
-            guard request.protocols.contains(where: { $0.lowercased() == lower }) else {
-                let offered = request.protocols.isEmpty ? "none" : request.protocols.joined(separator: ", ")
-                return reject(.protocolNotOffered, "The server chose the subprotocol \"\(answered)\", which the client did not offer (offered: \(offered))")
-            }
-            chosen = lower
-        }
-        // Each accepted extension must be one offered, once; its negotiator checks the answer.
-        var codecs: [any WebSocketExtensionCodec] = []
-        var seen = Set<String>()
-        for accepted in WebSocketExtension.parse(headers["sec-websocket-extensions"]) {
-            let name = accepted.name.lowercased()
-            guard let negotiator = request.negotiators.first(where: { $0.name.lowercased() == name }) else {
-                return reject(.extensionNotOffered, "The server accepted the extension \"\(accepted)\", which the client did not offer")
-            }
-            guard seen.insert(name).inserted else {
-                return reject(.handshakeFailed, "The server accepted the extension \(accepted.name) twice")
-            }
-            do {
-                codecs.append(try negotiator.accepted(response: accepted))
-            } catch {
-                let message = (error as? WebSocketError)?.message ?? "\(error)"
-                return reject(.handshakeFailed, "The server's answer for \(accepted.name) is not acceptable: \(message)")
-            }
+        let chosen: String?
+        let codecs: [any WebSocketExtensionCodec]
+        switch request.negotiate(headers) {
+        case .success(let result): (chosen, codecs) = result
+        case .failure(let error): return fail(error, context: context)
         }
         done = true
         let connection = WebSocketConnection(

@@ -90,10 +90,13 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         lastActivity = .now()
-        let marks = options.writeBufferWaterMark
-        try? context.channel.syncOptions?.setOption(
-            ChannelOptions.writeBufferWaterMark, value: .init(low: marks.low, high: marks.high))
-        if options.useNativeKeepalive {
+        if !options.isHTTP2Stream {
+            // (An HTTP/2 stream channel traps on options it does not know.)
+            let marks = options.writeBufferWaterMark
+            try? context.channel.syncOptions?.setOption(
+                ChannelOptions.writeBufferWaterMark, value: .init(low: marks.low, high: marks.high))
+        }
+        if options.useNativeKeepalive && !options.isHTTP2Stream {
             enableNativeKeepalive(context.channel)
         } else if options.keepalive {
             scheduleKeepalive(at: lastActivity + options.keepaliveInterval)

@@ -17,6 +17,10 @@ struct WebSocketConnectionOptions: Sendable {
     /// The write buffer's low and high watermarks: `drain` fires when it falls below the low one
     /// after exceeding the high one.
     var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
+    /// The connection runs on an HTTP/2 stream (RFC 8441): socket options (watermarks, TCP
+    /// keepalive) do not apply to it; the stream's flow control and the HTTP/2 connection's
+    /// watermarks do.
+    var isHTTP2Stream = false
 }
 
 /// The write buffer's watermarks, in bytes: when more than `high` bytes wait to be written the

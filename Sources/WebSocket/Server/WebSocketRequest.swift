@@ -30,20 +30,24 @@ public final class WebSocketRequest: Sendable {
     public let requestedExtensions: [WebSocketExtension]
     /// The cookies the client sent (when `parseCookies`).
     public let cookies: [WebSocketCookie]
-    /// The `Sec-WebSocket-Key`.
+    /// The `Sec-WebSocket-Key` (empty over HTTP/2, which has none).
     public let key: String
-    /// The underlying channel.
+    /// The underlying channel: the TCP connection, or over HTTP/2 the request's stream (whose
+    /// `parent` is the TCP connection it shares with other streams).
     public let socket: Channel
+    /// Whether the request came as an extended CONNECT over HTTP/2 (RFC 8441) rather than an
+    /// HTTP/1.1 upgrade. Such a request has no `key` (it is empty).
+    public var isHTTP2: Bool { httpRequest.version.major == 2 }
 
     let server: WebSocketServer
-    private let handshake: NIOLoopBound<WebSocketServerHandshakeHandler>
+    private let handshake: NIOLoopBound<any WebSocketHandshakeResponder>
     private let decided = NIOLockedValueBox(false)
     let acceptedHandlers = WebSocketEventHandlers<WebSocketConnection>()
     let rejectedHandlers = WebSocketEventHandlers<Void>()
 
     init(
         head: HTTPRequestHead, version: Int, key: String, channel: Channel, server: WebSocketServer,
-        handshake: WebSocketServerHandshakeHandler
+        handshake: any WebSocketHandshakeResponder
     ) {
         let configuration = server.configuration
         self.httpRequest = head
@@ -61,7 +65,7 @@ public final class WebSocketRequest: Sendable {
             configuration.parseExtensions ? WebSocketExtension.parse(head.headers["sec-websocket-extensions"]) : []
         self.cookies = configuration.parseCookies ? head.headers["cookie"].flatMap(WebSocketCookie.parse) : []
 
-        let peer = channel.remoteAddress?.ipAddress ?? ""
+        let peer = (channel.remoteAddress ?? channel.parent?.remoteAddress)?.ipAddress ?? ""
         let forwarded = WebSocketHandshake.tokens(head.headers, "x-forwarded-for").map(String.init)
         self.remoteAddresses = forwarded + [peer]
         if !configuration.ignoreXForwardedFor, let first = forwarded.first, configuration.trustedProxies.contains(peer) {
@@ -103,26 +107,28 @@ public final class WebSocketRequest: Sendable {
             }
         }
         try markDecided()
-        var response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        response += "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: key))\r\n"
-        if let chosen { response += "Sec-WebSocket-Protocol: \(chosen)\r\n" }
+        // The headers both HTTP versions answer with; HTTP/1.1 adds its Upgrade lines and
+        // Sec-WebSocket-Accept, HTTP/2 its :status 200.
+        var headers: [(String, String)] = []
+        if let chosen { headers.append(("Sec-WebSocket-Protocol", chosen)) }
         if let origin {
             let clean = origin.filter { !$0.isNewline }  // "\r\n" is one Character
-            response += webSocketVersion == 8 ? "Sec-WebSocket-Origin: \(clean)\r\n" : "Origin: \(clean)\r\n"
+            headers.append((webSocketVersion == 8 ? "Sec-WebSocket-Origin" : "Origin", clean))
         }
-        for cookie in cookies { response += "Set-Cookie: \(cookie.setCookieValue)\r\n" }
+        for cookie in cookies { headers.append(("Set-Cookie", cookie.setCookieValue)) }
         let offers = WebSocketExtension.parse(httpRequest.headers["sec-websocket-extensions"])
         let (extensionsHeader, codecs) = server.configuration.negotiators.negotiate(offers: offers)
-        if let extensionsHeader { response += "Sec-WebSocket-Extensions: \(extensionsHeader)\r\n" }
-        response += "\r\n"
+        if let extensionsHeader { headers.append(("Sec-WebSocket-Extensions", extensionsHeader)) }
 
+        var options = server.configuration.connectionOptions
+        options.isHTTP2Stream = isHTTP2
         let connection = WebSocketConnection(
-            channel: socket, role: .server, options: server.configuration.connectionOptions, protocol: chosen,
+            channel: socket, role: .server, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
             logger: server.logger, codecs: codecs)
-        let bytes = response
+        let answer = headers
         let execute: @Sendable () -> Void = {
-            self.handshake.value.switchToWebSocket(connection: connection, response: bytes)
+            self.handshake.value.switchToWebSocket(connection: connection, headers: answer)
             self.acceptedHandlers.emit(connection)
         }
         if socket.eventLoop.inEventLoop { execute() } else { socket.eventLoop.execute(execute) }
@@ -146,6 +152,16 @@ public final class WebSocketRequest: Sendable {
             decided = true
         }
     }
+}
+
+/// Where a ``WebSocketRequest``'s decision is carried out, on the channel's event loop: the
+/// HTTP/1.1 handshake handler (101 Switching Protocols) or an HTTP/2 stream (:status 200).
+protocol WebSocketHandshakeResponder: AnyObject {
+    /// Answers with success and `headers` (subprotocol, origin, cookies, extensions), then
+    /// hands the channel to `connection`.
+    func switchToWebSocket(connection: WebSocketConnection, headers: [(String, String)])
+    /// Answers with `status` and closes the request.
+    func reject(status: Int, reason: String?, extraHeaders: [String: String])
 }
 
 /// A request target split into its path and query parameters.

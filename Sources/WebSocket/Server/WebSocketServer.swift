@@ -2,8 +2,10 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import ServiceLifecycle
 
 /// A WebSocket server: listens for HTTP upgrade requests, emits `request` for each, and keeps
@@ -31,6 +33,8 @@ public final class WebSocketServer: Sendable {
     private struct State {
         var listeners: [Channel] = []
         var connections: [ObjectIdentifier: WebSocketConnection] = [:]
+        /// Open HTTP/2 connections (each may carry many WebSockets), for shutDown's GOAWAY.
+        var http2Connections: [ObjectIdentifier: Channel] = [:]
         var httpHandler: PlainHTTPHandler?
         var requestsContinuation: AsyncStream<WebSocketRequest>.Continuation?
         var requests: AsyncStream<WebSocketRequest>?
@@ -126,8 +130,15 @@ public final class WebSocketServer: Sendable {
     @discardableResult
     public func listen(host: String = "0.0.0.0", port: Int, tlsConfiguration: TLSConfiguration? = nil) async throws -> SocketAddress {
         let sslContext: NIOSSLContext?
+        let http2 = configuration.http2 && tlsConfiguration != nil
         do {
-            sslContext = try tlsConfiguration.map { try NIOSSLContext(configuration: $0) }
+            sslContext = try tlsConfiguration.map { tls in
+                var tls = tls
+                if http2 && tls.applicationProtocols.isEmpty {
+                    tls.applicationProtocols = ["h2", "http/1.1"]
+                }
+                return try NIOSSLContext(configuration: tls)
+            }
         } catch {
             throw WebSocketError(.invalidArgument, "Invalid TLS configuration for \(host):\(port): \(error)")
         }
@@ -142,7 +153,25 @@ public final class WebSocketServer: Sendable {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    try WebSocketServerHandshakeHandler.install(on: channel, server: self)
+                    if http2 {
+                        // ALPN decides: h2 gets the HTTP/2 pipeline (RFC 8441), anything else HTTP/1.1.
+                        // A client that never finishes TLS is cut off like a slow HTTP/1.1 request.
+                        let timeout = TimeAmount(self.configuration.handshakeTimeout)
+                        let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+                        let alpn = NIOTypedApplicationProtocolNegotiationHandler<Void> { result, channel in
+                            timer.cancel()
+                            return channel.eventLoop.makeCompletedFuture {
+                                if case .negotiated("h2") = result {
+                                    try self.installHTTP2(on: channel)
+                                } else {
+                                    try WebSocketServerHandshakeHandler.install(on: channel, server: self)
+                                }
+                            }
+                        }
+                        try channel.pipeline.syncOperations.addHandler(alpn)
+                    } else {
+                        try WebSocketServerHandshakeHandler.install(on: channel, server: self)
+                    }
                 }
             }
             .bind(host: host, port: port)
@@ -187,10 +216,17 @@ public final class WebSocketServer: Sendable {
     }
 
     /// Stops listening, closes every connection with 1001 (going away), and waits until they
-    /// are closed (each takes at most `closeTimeout`).
+    /// are closed (each takes at most `closeTimeout`). HTTP/2 connections get a GOAWAY and close
+    /// once their streams have.
     public func shutDown() async {
         await unmount()
-        state.withLockedValue { $0.requestsContinuation?.finish() }
+        let http2Connections = state.withLockedValue { state -> [Channel] in
+            state.requestsContinuation?.finish()
+            return Array(state.http2Connections.values)
+        }
+        for channel in http2Connections {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
         let open = connections
         for connection in open {
             try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
@@ -199,6 +235,46 @@ public final class WebSocketServer: Sendable {
             try? await connection.socket.closeFuture.get()
         }
     }
+
+    /// The HTTP/2 pipeline of a connection that chose h2 by ALPN: SETTINGS_ENABLE_CONNECT_PROTOCOL
+    /// = 1 so clients may open WebSockets as extended CONNECT streams, each stream handled by a
+    /// ``WebSocketHTTP2ServerStreamHandler``; an idle connection (no stream for
+    /// `http2IdleTimeout`) is closed with GOAWAY.
+    func installHTTP2(on channel: Channel) throws {
+        let configuration = self.configuration
+        var connectionConfiguration = NIOHTTP2Handler.ConnectionConfiguration()
+        connectionConfiguration.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.http2MaxConcurrentStreams),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: configuration.maxHandshakeSize),
+            HTTP2Setting(parameter: .enableConnectProtocol, value: 1),
+        ]
+        var streamConfiguration = NIOHTTP2Handler.StreamConfiguration()
+        streamConfiguration.outboundBufferSizeHighWatermark = configuration.writeBufferWaterMark.high
+        streamConfiguration.outboundBufferSizeLowWatermark = configuration.writeBufferWaterMark.low
+        let management = NIOHTTP2ServerConnectionManagementHandler(
+            eventLoop: channel.eventLoop,
+            configuration: .init(
+                maxIdleTime: TimeAmount(configuration.http2IdleTimeout), maxAge: nil,
+                maxGraceTime: TimeAmount(configuration.closeTimeout) + .seconds(1), keepalive: nil))
+        let pipeline = channel.pipeline.syncOperations
+        _ = try pipeline.configureHTTP2Pipeline(
+            mode: .server, connectionConfiguration: connectionConfiguration, streamConfiguration: streamConfiguration,
+            streamDelegate: management.http2StreamDelegate
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(WebSocketHTTP2ServerStreamHandler(server: self))
+            }
+        }
+        try pipeline.addHandler(management)
+        let id = ObjectIdentifier(channel)
+        state.withLockedValue { $0.http2Connections[id] = channel }
+        channel.closeFuture.whenComplete { _ in
+            self.state.withLockedValue { _ = $0.http2Connections.removeValue(forKey: id) }
+        }
+    }
+
+    /// The number of open HTTP/2 connections (each may carry several WebSockets).
+    public var http2ConnectionCount: Int { state.withLockedValue { $0.http2Connections.count } }
 
     // MARK: Internals
 

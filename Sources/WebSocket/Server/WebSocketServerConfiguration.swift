@@ -75,6 +75,19 @@ extension WebSocketServer {
         /// Further extensions to negotiate, after permessage-deflate. Default none.
         public var extensions: [any WebSocketExtensionNegotiator] = []
 
+        /// Whether TLS listeners offer HTTP/2 by ALPN (`h2`, then `http/1.1`) and accept
+        /// WebSockets as extended CONNECT streams (RFC 8441), so a browser that loaded the page
+        /// over HTTP/2 opens its WebSockets on the same connection. Plain `ws://` listeners stay
+        /// HTTP/1.1. A TLS configuration that sets its own `applicationProtocols` keeps them.
+        /// Default false.
+        public var http2 = false
+        /// The most concurrent streams (WebSockets and plain requests) one HTTP/2 connection
+        /// may have open. Default 100.
+        public var http2MaxConcurrentStreams = 100
+        /// How long an HTTP/2 connection may have no open stream before the server closes it
+        /// (with GOAWAY). Default 60 s.
+        public var http2IdleTimeout: Duration = .seconds(60)
+
         /// The write buffer's watermarks for `drain` and for async sends to wait. Default 32 KiB
         /// and 64 KiB.
         public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()

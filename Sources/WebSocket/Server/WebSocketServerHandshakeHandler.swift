@@ -5,7 +5,7 @@ import NIOSSL
 /// Reads the HTTP request on a new server connection, checks the upgrade (RFC 6455 §4.2.1),
 /// hands a ``WebSocketRequest`` to the server, and on `accept` swaps the HTTP handlers for the
 /// connection's handler.
-final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, WebSocketHandshakeResponder {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
@@ -18,6 +18,8 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     private var handshakeTimer: Scheduled<Void>?
     private var requestTimer: Scheduled<Void>?
     private var pendingRequest: WebSocketRequest?
+    /// The request's Sec-WebSocket-Key, for the 101's Sec-WebSocket-Accept.
+    private var connectionKey = ""
 
     init(server: WebSocketServer, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.server = server
@@ -147,6 +149,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
             return
         }
+        connectionKey = String(key)
         let request = WebSocketRequest(
             head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
         pendingRequest = request
@@ -189,7 +192,11 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     }
 
     /// Writes the 101 response and replaces the HTTP handlers with the connection's handler.
-    func switchToWebSocket(connection: WebSocketConnection, response: String) {
+    func switchToWebSocket(connection: WebSocketConnection, headers: [(String, String)]) {
+        var response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        response += "Sec-WebSocket-Accept: \(WebSocketHandshake.acceptValue(forKey: connectionKey))\r\n"
+        for (name, value) in headers { response += "\(name): \(value)\r\n" }
+        response += "\r\n"
         pendingRequest = nil
         requestTimer?.cancel()
         guard let context, context.channel.isActive else {

@@ -1,0 +1,198 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+/// Handles one HTTP/2 stream a client opened on a server connection (RFC 8441): an extended
+/// CONNECT with `:protocol = websocket` becomes a ``WebSocketRequest`` (accepted with
+/// `:status 200`, after which the stream carries the WebSocket through a
+/// ``WebSocketHTTP2StreamBridge``); any other request goes to the server's plain HTTP handler.
+final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, WebSocketHandshakeResponder {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias InboundOut = HTTP2Frame.FramePayload
+    typealias OutboundIn = HTTP2Frame.FramePayload
+    typealias OutboundOut = HTTP2Frame.FramePayload
+
+    private let server: WebSocketServer
+    private var context: ChannelHandlerContext?
+    private var answered = false
+    private var requestTimer: Scheduled<Void>?
+    private var pendingRequest: WebSocketRequest?
+    /// DATA that arrived before the request was accepted (a client may send its first frames
+    /// without waiting for the 200), replayed to the connection; bounded by `maxHandshakeSize`.
+    private var early: [HTTP2Frame.FramePayload] = []
+    private var earlyBytes = 0
+
+    init(server: WebSocketServer) {
+        self.server = server
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        requestTimer?.cancel()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        requestTimer?.cancel()
+        if let request = pendingRequest {
+            pendingRequest = nil
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.notConnected, "The client at \(request.remoteAddress) reset its HTTP/2 stream before its request was accepted or rejected"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let payload = unwrapInboundIn(data)
+        switch payload {
+        case .headers(let headers) where !answered && pendingRequest == nil:
+            handleRequest(headers.headers, endStream: headers.endStream, context: context)
+        case .data(let data) where pendingRequest != nil:
+            earlyBytes += data.data.readableBytes
+            guard earlyBytes <= server.configuration.maxHandshakeSize else {
+                server.upgradeErrorHandlers.emit(
+                    WebSocketError(.handshakeFailed, "The client sent more than \(server.configuration.maxHandshakeSize) bytes before its request was accepted"))
+                pendingRequest = nil
+                answered = true
+                context.close(promise: nil)  // RST_STREAM
+                return
+            }
+            early.append(payload)
+        default:
+            // The body of a plain request, or anything after the answer: not for us.
+            break
+        }
+    }
+
+    private func handleRequest(_ headers: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
+        let method = headers.first(name: ":method") ?? ""
+        let path = headers.first(name: ":path") ?? "/"
+        var plain = HTTPHeaders()
+        var count = 0
+        for (name, value, _) in headers where !name.hasPrefix(":") {
+            plain.add(name: name, value: value)
+            count += 1
+        }
+        if let authority = headers.first(name: ":authority"), !plain.contains(name: "host") {
+            plain.add(name: "host", value: authority)
+        }
+        let head = HTTPRequestHead(
+            version: .init(major: 2, minor: 0), method: HTTPMethod(rawValue: method), uri: path, headers: plain)
+        guard count <= server.configuration.maxHeaderCount else {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "Request has \(count) headers; at most \(server.configuration.maxHeaderCount) are accepted"))
+            return respond(status: 431, headers: [:], body: "Request Header Fields Too Large")
+        }
+        guard method == "CONNECT" else {
+            server.handlePlainRequest(head, channel: context.channel) { status, headers, body in
+                self.respond(status: Int(status.code), headers: headers, body: body)
+            }
+            return
+        }
+        func fail(_ status: Int, _ message: String, _ extra: [String: String] = [:]) {
+            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, message))
+            respond(status: status, headers: extra, body: message)
+        }
+        guard let proto = headers.first(name: ":protocol") else {
+            return fail(501, "Plain CONNECT (a TCP tunnel) is not supported; only :protocol websocket")
+        }
+        guard proto.lowercased() == "websocket" else {
+            return fail(501, "Extended CONNECT for :protocol \"\(proto)\" is not supported; only websocket")
+        }
+        guard !endStream else { return fail(400, "An extended CONNECT must leave its stream open") }
+        guard let versionValue = plain.first(name: "sec-websocket-version") else {
+            return fail(400, "Missing sec-websocket-version header")
+        }
+        guard Int(versionValue.trimmingSpaces()) == 13 else {
+            return fail(400, "Unsupported WebSocket version \(versionValue); 13 is supported over HTTP/2", ["sec-websocket-version": "13"])
+        }
+        if let max = server.configuration.maxConnections, server.connectionCount >= max {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections"))
+            return respond(status: 503, headers: [:], body: "Too many connections")
+        }
+        let request = WebSocketRequest(
+            head: head, version: 13, key: "", channel: context.channel, server: server, handshake: self)
+        pendingRequest = request
+        let timeout = server.configuration.requestTimeout
+        requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
+            guard let request = self.pendingRequest else { return }
+            self.server.upgradeErrorHandlers.emit(
+                WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))
+            request.reject(status: 503, reason: "The request was not accepted or rejected in time")
+        }
+        server.handleRequest(request)
+    }
+
+    /// Answers on this stream only (HEADERS, then DATA with END_STREAM); the HTTP/2 connection
+    /// stays open for other streams.
+    private func respond(status: Int, headers extra: [String: String], body: String) {
+        pendingRequest = nil
+        requestTimer?.cancel()
+        guard let context, !answered, context.channel.isActive else { return }
+        answered = true
+        var headers = HPACKHeaders()
+        headers.add(name: ":status", value: String(status))
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        for (name, value) in extra.sorted(by: { $0.key < $1.key }) {
+            headers.add(name: name.lowercased(), value: value)
+        }
+        let bodyBytes = ByteBuffer(string: body)
+        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: bodyBytes.readableBytes == 0))), promise: nil)
+        if bodyBytes.readableBytes > 0 {
+            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bodyBytes), endStream: true))), promise: nil)
+        }
+        context.flush()
+    }
+
+    func reject(status: Int, reason: String?, extraHeaders: [String: String]) {
+        var headers = extraHeaders
+        if let reason {
+            headers["x-websocket-reject-reason"] = reason.filter { !$0.isNewline }  // "\r\n" is one Character
+        }
+        respond(status: status, headers: headers, body: HTTPResponseStatus(statusCode: status).reasonPhrase)
+    }
+
+    func switchToWebSocket(connection: WebSocketConnection, headers extra: [(String, String)]) {
+        pendingRequest = nil
+        requestTimer?.cancel()
+        guard let context, !answered, context.channel.isActive else {
+            // The client reset the stream in the meantime: the connection closes at once (1006).
+            connection.channelHandler.abandon()
+            return
+        }
+        answered = true
+        var headers = HPACKHeaders()
+        headers.add(name: ":status", value: "200")
+        for (name, value) in extra { headers.add(name: name.lowercased(), value: value) }
+        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandlers([
+                WebSocketHTTP2StreamBridge(closeTimeout: TimeAmount(server.configuration.closeTimeout)),
+                connection.channelHandler,
+            ])
+        } catch {
+            connection.channelHandler.abandon()
+            context.close(promise: nil)
+            return
+        }
+        server.connectionOpened(connection)
+        pipeline.removeHandler(context: context, promise: nil)
+    }
+
+    func removeHandler(context: ChannelHandlerContext, removalToken: ChannelHandlerContext.RemovalToken) {
+        if !early.isEmpty {
+            let waiting = early
+            early = []
+            for payload in waiting { context.fireChannelRead(wrapInboundOut(payload)) }
+            context.fireChannelReadComplete()
+        }
+        context.leavePipeline(removalToken: removalToken)
+    }
+}
