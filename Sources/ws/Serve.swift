@@ -40,6 +40,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The PEM private key of --tls-cert.")
     var tlsKey: String?
 
+    @Flag(help: "Offer HTTP/2 on the TLS listener (ALPN h2): browsers then open the page and every WebSocket on one connection (RFC 8441). Needs --tls-cert.")
+    var http2 = false
+
     @Option(help: "The least severe log level shown: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -58,6 +61,9 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--max-frame-size and --max-message-size must be from 1 byte to 1 GiB")
         }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard !http2 || tlsCert != nil else {
+            throw ValidationError("--http2 needs --tls-cert and --tls-key: browsers speak HTTP/2 only over TLS")
+        }
     }
 
     func run() async throws {
@@ -70,6 +76,7 @@ struct Serve: AsyncParsableCommand {
         configuration.maxReceivedFrameSize = maxFrameSize
         configuration.maxReceivedMessageSize = maxMessageSize
         if deflate { configuration.perMessageDeflate = PerMessageDeflate.Options() }
+        configuration.http2 = http2
         let server = WebSocketServer(configuration: configuration, logger: logger)
         try Self.installDemo(on: server, logger: logger)
 
@@ -109,6 +116,10 @@ struct Serve: AsyncParsableCommand {
             var metadata: Logger.Metadata = ["remote": "\(connection.remoteAddress)"]
             if let proto = connection.protocol { metadata["protocol"] = "\(proto)" }
             if !connection.extensions.isEmpty { metadata["extensions"] = "\(connection.extensions.map(\.description).joined(separator: ", "))" }
+            if connection.isHTTP2, let tcp = connection.socket.parent {
+                // The TCP peer of the shared HTTP/2 connection: the same for every stream of it.
+                metadata["http2"] = "\(tcp.remoteAddress?.description ?? "?")"
+            }
             logger.info("connection opened", metadata: metadata)
         }
         server.onClose { connection, code, description in

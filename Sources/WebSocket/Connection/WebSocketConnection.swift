@@ -119,6 +119,10 @@ public final class WebSocketConnection: Sendable {
         return handler
     }
 
+    /// Whether the connection runs on a stream of an HTTP/2 connection (RFC 8441) rather than
+    /// on a TCP connection of its own; `socket.parent` is then the shared TCP connection.
+    public var isHTTP2: Bool { options.isHTTP2Stream }
+
     /// Whether the connection is open: false from the moment a close starts. Read-only.
     public var connected: Bool { state.withLockedValue { $0.connected } }
 

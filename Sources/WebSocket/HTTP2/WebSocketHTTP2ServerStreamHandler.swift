@@ -46,6 +46,16 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         context.fireChannelInactive()
     }
 
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        server.logger.debug("HTTP/2 stream error", metadata: ["error": "\(error)"])
+        if pendingRequest != nil || !answered {
+            pendingRequest = nil
+            answered = true
+            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "HTTP/2 stream error during the opening handshake: \(error)"))
+            context.close(promise: nil)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let payload = unwrapInboundIn(data)
         switch payload {
@@ -194,5 +204,22 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
             context.fireChannelReadComplete()
         }
         context.leavePipeline(removalToken: removalToken)
+    }
+}
+
+/// The last handler of a server's HTTP/2 connection: logs connection-level errors (protocol
+/// violations the HTTP/2 handler answered with GOAWAY, TLS errors) and closes on them.
+final class WebSocketHTTP2ConnectionErrorHandler: ChannelInboundHandler {
+    typealias InboundIn = Any
+
+    private let server: WebSocketServer
+
+    init(server: WebSocketServer) {
+        self.server = server
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        server.logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
     }
 }

@@ -168,7 +168,7 @@ public final class WebSocketServer: Sendable {
                                 }
                             }
                         }
-                        try channel.pipeline.syncOperations.addHandler(alpn)
+                        try channel.pipeline.syncOperations.addHandlers([alpn, TLSFailureReporter(server: self)])
                     } else {
                         try WebSocketServerHandshakeHandler.install(on: channel, server: self)
                     }
@@ -266,6 +266,7 @@ public final class WebSocketServer: Sendable {
             }
         }
         try pipeline.addHandler(management)
+        try pipeline.addHandler(WebSocketHTTP2ConnectionErrorHandler(server: self))
         let id = ObjectIdentifier(channel)
         state.withLockedValue { $0.http2Connections[id] = channel }
         channel.closeFuture.whenComplete { _ in
@@ -312,6 +313,27 @@ public final class WebSocketServer: Sendable {
             self.closeHandlers.emit((connection, code, description))
         }
         connectHandlers.emit(connection)
+    }
+}
+
+/// Reports a failed TLS handshake as `upgradeError` while ALPN has not yet chosen the
+/// protocol (afterwards the HTTP/1.1 or HTTP/2 handlers report errors), and closes.
+final class TLSFailureReporter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = Any
+
+    private let server: WebSocketServer
+    private var reported = false
+
+    init(server: WebSocketServer) {
+        self.server = server
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if !reported {
+            reported = true
+            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "TLS handshake failed: \(error)"))
+        }
+        context.close(promise: nil)
     }
 }
 
