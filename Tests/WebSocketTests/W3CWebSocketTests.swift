@@ -184,7 +184,9 @@ struct W3CWebSocketTests {
         try await withTimeout(5) { while raw.heads.all.isEmpty { try await Task.sleep(for: .milliseconds(5)) } }
         #expect(socket.readyState == W3CWebSocket.CONNECTING)
         try socket.close()
-        #expect(socket.readyState == W3CWebSocket.CLOSING)
+        // CLOSING at once; the abandoned attempt ends on the event loop, which on a slow machine
+        // (sanitizers) can already have made it CLOSED by the time this thread looks.
+        #expect([W3CWebSocket.CLOSING, W3CWebSocket.CLOSED].contains(socket.readyState))
         #expect(try await events.value(2) == .error)
         #expect(try await events.value(2) == .close(.init(code: 1006, reason: "connection failed", wasClean: false), readyState: W3CWebSocket.CLOSED))
     }
