@@ -108,8 +108,7 @@ struct HTTP2Tests {
     func rejectedThenAccepted() async throws {
         let (server, port) = try await Self.h2Server(decide: { $0.resourceURL.path != "/forbidden" })
         defer { Task { await server.stop() } }
-        var tls = try WebSocketClient.tlsConfiguration(caFile: TestTLS.caFile)
-        tls.applicationProtocols = []
+        let tls = try WebSocketClient.tlsConfiguration(caFile: TestTLS.caFile)
         let h2 = try await WebSocketHTTP2Connection.connect(host: "localhost", port: port, tlsConfiguration: tls)
         defer { Task { await h2.close() } }
         let client = WebSocketClient()
@@ -173,6 +172,7 @@ struct HTTP2Tests {
         #expect(requests.all.first?.isHTTP2 == false)
         #expect(try await Self.echo(connection, .utf8("over 1.1")) == .utf8("over 1.1"))
         // Remembered: the second connection goes straight to HTTP/1.1 as well.
+        #expect(client.http2PoolState(host: "localhost", port: port) == "http1")
         let second = try await client.connect(url: "wss://localhost:\(port)/again")
         #expect(requests.all.count == 2 && requests.all.allSatisfy { !$0.isHTTP2 })
         try connection.close()
@@ -243,6 +243,10 @@ struct HTTP2Tests {
         #expect(try await codes.value() == 1001)
         let parent = try #require(first.socket.parent)
         try await withTimeout(10, "the HTTP/2 connection to close") { try await parent.closeFuture.get() }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while server.server.http2ConnectionCount != 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(server.server.http2ConnectionCount == 0)
     }
 
@@ -269,5 +273,39 @@ struct HTTP2Tests {
         #expect(text.hasPrefix("HTTP/2 200"))
         #expect(text.lowercased().contains("x-path: /page"))
         #expect(text.hasSuffix("hello over h2"))
+    }
+
+    @Test("an HTTP/2 connection that opens no stream is closed after http2IdleTimeout")
+    func idleConnectionClosed() async throws {
+        let (server, port) = try await Self.h2Server({ $0.http2IdleTimeout = .milliseconds(500) })
+        defer { Task { await server.stop() } }
+        let h2 = try await WebSocketHTTP2Connection.connect(
+            host: "localhost", port: port, tlsConfiguration: try WebSocketClient.tlsConfiguration(caFile: TestTLS.caFile))
+        #expect(server.server.http2ConnectionCount == 1)
+        let started = ContinuousClock.now
+        try await withTimeout(10, "the idle HTTP/2 connection to be closed") { try await h2.channel.closeFuture.get() }
+        #expect(ContinuousClock.now - started >= .milliseconds(300))
+    }
+
+    @Test("Python h2 as an independent RFC 8441 client: echo, a malformed stream is reset alone, clean close")
+    func pythonH2Client() async throws {
+        let requests = Collected<WebSocketRequest>()
+        let (server, port) = try await Self.h2Server(requests: requests)
+        defer { Task { await server.stop() } }
+        let peer = try PeerProcess(
+            name: "python h2 client", executable: try Interop.python(),
+            arguments: ["-u", Interop.script("python_h2_client.py"), String(port), TestTLS.caFile])
+        defer { peer.killByPID() }
+        let report = try await peer.finish(30)
+        #expect(report["alpn"] as? String == "h2")
+        #expect(report["enable_connect_protocol"] as? Int == 1)
+        #expect(report["status"] as? String == "200")
+        #expect(report["echo1"] as? String == "first over h2 ✓")
+        #expect(report["stream3_reset"] as? Int == 1)  // PROTOCOL_ERROR, on that stream only
+        #expect(report["echo2"] as? String == "second, after the reset")
+        #expect((report["close_reply"] as? [Any])?.first as? Int == 1000)
+        #expect(report["stream1_ended"] as? Bool == true)
+        #expect(requests.all.first?.origin == "https://python.example")
+        #expect(requests.all.first?.isHTTP2 == true)
     }
 }

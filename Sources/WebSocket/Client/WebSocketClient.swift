@@ -280,6 +280,9 @@ public final class WebSocketClient: Sendable {
         promise.futureResult.whenComplete { _ in timer.cancel() }
 
         if let http2Connection {
+            guard configuration.webSocketVersion == 13 else {
+                throw WebSocketError(.invalidArgument, "WebSockets over HTTP/2 are version 13; this client is configured for version \(configuration.webSocketVersion)")
+            }
             Self.openStream(on: http2Connection, request: request, promise: promise)
             return
         }
@@ -332,7 +335,19 @@ public final class WebSocketClient: Sendable {
     private func pooledHTTP2Connection(host: String, port: Int, serverName: String?) -> EventLoopFuture<WebSocketHTTP2Connection.OpenResult> {
         let key = "\(host):\(port)"
         let eventLoop = eventLoopGroup.next()
-        return http2Pool.withLockedValue { pool -> EventLoopFuture<WebSocketHTTP2Connection.OpenResult> in
+        let context: NIOSSLContext
+        do {
+            context = try cachedHTTP2TLSContext.withLockedValue { cached in
+                if let cached { return cached }
+                let context = try NIOSSLContext(configuration: WebSocketHTTP2Connection.alpnConfiguration(configuration.tlsConfiguration))
+                cached = context
+                return context
+            }
+        } catch {
+            return eventLoop.makeFailedFuture(WebSocketError(.tlsFailed, "The TLS configuration is not usable: \(error)"))
+        }
+        let promise = eventLoop.makePromise(of: WebSocketHTTP2Connection.OpenResult.self)
+        let existing = http2Pool.withLockedValue { pool -> EventLoopFuture<WebSocketHTTP2Connection.OpenResult>? in
             switch pool[key] {
             case .opening(let future): return future
             case .known(let result):
@@ -340,30 +355,46 @@ public final class WebSocketClient: Sendable {
                 return eventLoop.makeSucceededFuture(result)
             case nil: break
             }
-            let opened: EventLoopFuture<WebSocketHTTP2Connection.OpenResult>
-            do {
-                let context = try cachedHTTP2TLSContext.withLockedValue { cached in
-                    if let cached { return cached }
-                    let context = try NIOSSLContext(configuration: WebSocketHTTP2Connection.alpnConfiguration(configuration.tlsConfiguration))
-                    cached = context
-                    return context
+            pool[key] = .opening(promise.futureResult)
+            return nil
+        }
+        if let existing {
+            promise.completeWith(existing)  // (a promise must not be dropped uncompleted)
+            return existing
+        }
+        // Opened outside the lock: its callbacks take the lock.
+        WebSocketHTTP2Connection.open(
+            host: host, port: port, sslContext: context, serverName: serverName, eventLoop: eventLoop,
+            timeout: configuration.handshakeTimeout, writeBufferWaterMark: configuration.writeBufferWaterMark
+        ).whenComplete { result in
+            self.http2Pool.withLockedValue { pool in
+                switch result {
+                case .success(let known): pool[key] = .known(known)
+                case .failure: pool[key] = nil
                 }
-                opened = WebSocketHTTP2Connection.open(
-                    host: host, port: port, sslContext: context, serverName: serverName, eventLoop: eventLoop,
-                    timeout: configuration.handshakeTimeout)
-            } catch {
-                return eventLoop.makeFailedFuture(WebSocketError(.tlsFailed, "The TLS configuration is not usable: \(error)"))
             }
-            pool[key] = .opening(opened)
-            opened.whenComplete { result in
-                self.http2Pool.withLockedValue { pool in
-                    switch result {
-                    case .success(let known): pool[key] = .known(known)
-                    case .failure: pool[key] = nil
+            if case .success(.http2(let connection)) = result {
+                // Forget it once closed (a new one is opened on the next connect).
+                connection.channel.closeFuture.whenComplete { _ in
+                    self.http2Pool.withLockedValue { pool in
+                        if case .known(.http2(let pooled)) = pool[key], pooled === connection { pool[key] = nil }
                     }
                 }
             }
-            return opened
+            promise.completeWith(result)
+        }
+        return promise.futureResult
+    }
+
+    /// What the pool holds for `host:port` (for tests): nil, "opening", "http2" or "http1".
+    func http2PoolState(host: String, port: Int) -> String? {
+        http2Pool.withLockedValue { pool in
+            switch pool["\(host):\(port)"] {
+            case nil: return nil
+            case .opening: return "opening"
+            case .known(.http2): return "http2"
+            case .known(.notSupported): return "http1"
+            }
         }
     }
 

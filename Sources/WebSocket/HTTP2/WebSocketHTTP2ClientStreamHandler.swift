@@ -70,7 +70,10 @@ final class WebSocketHTTP2ClientStreamHandler: ChannelInboundHandler, RemovableC
             var headers = HTTPHeaders()
             for (name, value, _) in frame.headers where !name.hasPrefix(":") { headers.add(name: name, value: value) }
             let head = HTTPResponseHead(version: .init(major: 2, minor: 0), status: .init(statusCode: status), headers: headers)
-            if status == 200 {
+            if (200..<300).contains(status) {  // any 2xx answers a CONNECT (RFC 9110 §9.3.6)
+                guard !frame.endStream else {
+                    return fail(WebSocketError(.handshakeFailed, "The server \(request.peerDescription) accepted the WebSocket but ended the stream at once"), context: context)
+                }
                 return accept(head, context: context)
             }
             responseHead = head

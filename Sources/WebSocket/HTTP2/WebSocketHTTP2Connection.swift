@@ -26,6 +26,8 @@ public final class WebSocketHTTP2Connection: Sendable {
     /// The port connected to.
     public let port: Int
     private let multiplexer: NIOLoopBound<NIOHTTP2Handler.StreamMultiplexer>
+    /// Set when the server sent GOAWAY: streams that are open go on, new ones are refused.
+    private let goingAway = NIOLockedValueBox(false)
 
     private init(channel: Channel, host: String, port: Int, multiplexer: NIOHTTP2Handler.StreamMultiplexer) {
         self.channel = channel
@@ -34,8 +36,11 @@ public final class WebSocketHTTP2Connection: Sendable {
         self.multiplexer = NIOLoopBound(multiplexer, eventLoop: channel.eventLoop)
     }
 
-    /// Whether the connection is still open for new WebSockets.
-    public var isActive: Bool { channel.isActive }
+    /// Whether the connection is still open for new WebSockets: not closed, and the server has
+    /// not sent GOAWAY (after which the WebSockets already open go on, but no new one may start).
+    public var isActive: Bool { channel.isActive && !goingAway.withLockedValue { $0 } }
+
+    func serverSentGoAway() { goingAway.withLockedValue { $0 = true } }
 
     /// Connects to `host:port` over TLS offering `h2` (and `http/1.1`) by ALPN, and waits for
     /// the server's SETTINGS.
@@ -54,10 +59,11 @@ public final class WebSocketHTTP2Connection: Sendable {
     ///     when that is an IP address.
     ///   - eventLoopGroup: where the connection runs.
     ///   - timeout: the time limit for connecting, TLS and the server's SETTINGS. Default 10 s.
+    ///   - writeBufferWaterMark: each stream's write buffer marks, for `drain` and async sends.
     public static func connect(
         host: String, port: Int = 443, tlsConfiguration: TLSConfiguration = .makeClientConfiguration(),
         serverName: String? = nil, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        timeout: Duration = .seconds(10)
+        timeout: Duration = .seconds(10), writeBufferWaterMark: WebSocketWriteBufferWaterMark = WebSocketWriteBufferWaterMark()
     ) async throws -> WebSocketHTTP2Connection {
         let context: NIOSSLContext
         do {
@@ -68,7 +74,7 @@ public final class WebSocketHTTP2Connection: Sendable {
         let name = serverName ?? (Self.isIPAddress(host) ? nil : host)
         let result = try await open(
             host: host, port: port, sslContext: context, serverName: name, eventLoop: eventLoopGroup.next(),
-            timeout: timeout
+            timeout: timeout, writeBufferWaterMark: writeBufferWaterMark
         ).get()
         switch result {
         case .http2(let connection):
@@ -105,7 +111,7 @@ public final class WebSocketHTTP2Connection: Sendable {
     /// Connects, negotiates, and waits for the server's first SETTINGS frame.
     static func open(
         host: String, port: Int, sslContext: NIOSSLContext, serverName: String?, eventLoop: any EventLoop,
-        timeout: Duration
+        timeout: Duration, writeBufferWaterMark: WebSocketWriteBufferWaterMark = WebSocketWriteBufferWaterMark()
     ) -> EventLoopFuture<OpenResult> {
         let promise = eventLoop.makePromise(of: OpenResult.self)
         let what = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
@@ -131,15 +137,18 @@ public final class WebSocketHTTP2Connection: Sendable {
                                 channel.close(promise: nil)
                                 return
                             }
+                            var streamConfiguration = NIOHTTP2Handler.StreamConfiguration()
+                            streamConfiguration.outboundBufferSizeHighWatermark = writeBufferWaterMark.high
+                            streamConfiguration.outboundBufferSizeLowWatermark = writeBufferWaterMark.low
                             let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
+                                mode: .client, connectionConfiguration: .init(), streamConfiguration: streamConfiguration
                             ) { stream in
                                 // The server opens no streams of its own toward a client.
                                 stream.close()
                             }
                             let connection = WebSocketHTTP2Connection(channel: channel, host: host, port: port, multiplexer: multiplexer)
                             try channel.pipeline.syncOperations.addHandler(
-                                SettingsObserver { enablesConnect in
+                                SettingsObserver(goAway: { connection.serverSentGoAway() }) { enablesConnect in
                                     if enablesConnect {
                                         promise.succeed(.http2(connection))
                                     } else {
@@ -185,15 +194,24 @@ private final class SettingsObserver: ChannelInboundHandler {
     typealias InboundOut = HTTP2Frame
 
     private var report: ((Bool) -> Void)?
+    private let goAway: () -> Void
 
-    init(report: @escaping (Bool) -> Void) {
+    init(goAway: @escaping () -> Void, report: @escaping (Bool) -> Void) {
+        self.goAway = goAway
         self.report = report
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .settings(.settings(let settings)) = unwrapInboundIn(data).payload, let report {
-            self.report = nil
-            report(settings.contains { $0.parameter == .enableConnectProtocol && $0.value == 1 })
+        switch unwrapInboundIn(data).payload {
+        case .settings(.settings(let settings)):
+            if let report {
+                self.report = nil
+                report(settings.contains { $0.parameter == .enableConnectProtocol && $0.value == 1 })
+            }
+        case .goAway:
+            goAway()
+        default:
+            break
         }
         context.fireChannelRead(data)
     }

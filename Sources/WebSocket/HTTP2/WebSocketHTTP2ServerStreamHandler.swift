@@ -48,12 +48,12 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         server.logger.debug("HTTP/2 stream error", metadata: ["error": "\(error)"])
-        if pendingRequest != nil || !answered {
-            pendingRequest = nil
-            answered = true
+        if !answered {
             server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "HTTP/2 stream error during the opening handshake: \(error)"))
-            context.close(promise: nil)
         }
+        pendingRequest = nil
+        answered = true
+        context.close(promise: nil)  // RST_STREAM: this stream only
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -72,6 +72,9 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
                 return
             }
             early.append(payload)
+        case .headers where pendingRequest != nil:
+            // Trailers (END_STREAM) before the decision: kept in order for the connection.
+            early.append(payload)
         default:
             // The body of a plain request, or anything after the answer: not for us.
             break
@@ -87,8 +90,13 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
             plain.add(name: name, value: value)
             count += 1
         }
-        if let authority = headers.first(name: ":authority"), !plain.contains(name: "host") {
-            plain.add(name: "host", value: authority)
+        if let authority = headers.first(name: ":authority") {
+            if let host = plain.first(name: "host"), host != authority {
+                server.upgradeErrorHandlers.emit(
+                    WebSocketError(.handshakeFailed, "Host \"\(host)\" differs from :authority \"\(authority)\""))
+                return respond(status: 400, headers: [:], body: "Host differs from :authority")
+            }
+            plain.replaceOrAdd(name: "host", value: authority)
         }
         let head = HTTPRequestHead(
             version: .init(major: 2, minor: 0), method: HTTPMethod(rawValue: method), uri: path, headers: plain)
@@ -150,14 +158,33 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(body.utf8.count))
         for (name, value) in extra.sorted(by: { $0.key < $1.key }) {
-            headers.add(name: name.lowercased(), value: value)
+            Self.add(name, value, to: &headers)
         }
         let bodyBytes = ByteBuffer(string: body)
-        context.write(wrapOutboundOut(.headers(.init(headers: headers, endStream: bodyBytes.readableBytes == 0))), promise: nil)
+        let written = context.eventLoop.makePromise(of: Void.self)
         if bodyBytes.readableBytes > 0 {
-            context.write(wrapOutboundOut(.data(.init(data: .byteBuffer(bodyBytes), endStream: true))), promise: nil)
+            context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.data(.init(data: .byteBuffer(bodyBytes), endStream: true))), promise: written)
+        } else {
+            context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers, endStream: true))), promise: written)
         }
-        context.flush()
+        // The answer is complete. A client that has not ended its side (a refused CONNECT) gets
+        // a reset, so that no half-closed stream lingers (RFC 9113 §8.1 allows it).
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            if context.channel.isActive { context.close(promise: nil) }
+        }
+    }
+
+    /// Headers HTTP/2 forbids (RFC 9113 §8.2.2): they belong to one HTTP/1.1 connection.
+    static let connectionSpecific: Set<String> = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
+
+    /// Adds a header a user supplied, lower-cased, leaving out what HTTP/2 forbids (a
+    /// connection-specific header, a name that is not a token) and control characters in the
+    /// value, which would make NIO refuse the whole answer.
+    static func add(_ name: String, _ value: String, to headers: inout HPACKHeaders) {
+        let name = name.lowercased()
+        guard WebSocketClient.isToken(name), !connectionSpecific.contains(name) else { return }
+        headers.add(name: name, value: String(value.unicodeScalars.filter { $0 == "\t" || ($0.value >= 0x20 && $0.value != 0x7F) }))
     }
 
     func reject(status: Int, reason: String?, extraHeaders: [String: String]) {
@@ -179,8 +206,13 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         answered = true
         var headers = HPACKHeaders()
         headers.add(name: ":status", value: "200")
-        for (name, value) in extra { headers.add(name: name.lowercased(), value: value) }
-        context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
+        for (name, value) in extra { Self.add(name, value, to: &headers) }
+        // Written first (whatever `connect` handlers send comes after it), flushed once the
+        // server counts the connection.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.write(wrapOutboundOut(.headers(.init(headers: headers))), promise: written)
+        let channel = context.channel
+        written.futureResult.whenFailure { _ in channel.close(promise: nil) }  // 1006 for the connection
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandlers([
@@ -193,6 +225,7 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
             return
         }
         server.connectionOpened(connection)
+        context.flush()
         pipeline.removeHandler(context: context, promise: nil)
     }
 
@@ -219,7 +252,12 @@ final class WebSocketHTTP2ConnectionErrorHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        server.logger.debug("HTTP/2 connection error", metadata: ["error": "\(error)"])
+        server.logger.debug("HTTP/2 error", metadata: ["error": "\(error)"])
+        // HTTP/2 and HPACK errors come here after the HTTP/2 handler acted on them: a stream
+        // error reset that one stream (the others, WebSockets of other users behind the same
+        // proxy maybe, go on), a connection error sent GOAWAY (the peer closes; too many stream
+        // errors become one). Anything else (TLS, the socket) ends the connection.
+        if error is any NIOHTTP2Error || error is any NIOHPACKError { return }
         context.close(promise: nil)
     }
 }

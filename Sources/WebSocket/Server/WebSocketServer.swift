@@ -158,9 +158,12 @@ public final class WebSocketServer: Sendable {
                         // A client that never finishes TLS is cut off like a slow HTTP/1.1 request.
                         let timeout = TimeAmount(self.configuration.handshakeTimeout)
                         let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+                        let reporter = TLSFailureReporter(server: self)
                         let alpn = NIOTypedApplicationProtocolNegotiationHandler<Void> { result, channel in
                             timer.cancel()
                             return channel.eventLoop.makeCompletedFuture {
+                                // From here on the protocol's own handlers report errors.
+                                _ = channel.pipeline.syncOperations.removeHandler(reporter)
                                 if case .negotiated("h2") = result {
                                     try self.installHTTP2(on: channel)
                                 } else {
@@ -168,7 +171,7 @@ public final class WebSocketServer: Sendable {
                                 }
                             }
                         }
-                        try channel.pipeline.syncOperations.addHandlers([alpn, TLSFailureReporter(server: self)])
+                        try channel.pipeline.syncOperations.addHandlers([alpn, reporter])
                     } else {
                         try WebSocketServerHandshakeHandler.install(on: channel, server: self)
                     }
@@ -267,6 +270,11 @@ public final class WebSocketServer: Sendable {
         }
         try pipeline.addHandler(management)
         try pipeline.addHandler(WebSocketHTTP2ConnectionErrorHandler(server: self))
+        // The handler starts its idle timer on channelActive, which it missed: ALPN runs after
+        // the channel became active. Deliver it (it passes it on to the error handler only).
+        if channel.isActive {
+            management.channelActive(context: try pipeline.context(handler: management))
+        }
         let id = ObjectIdentifier(channel)
         state.withLockedValue { $0.http2Connections[id] = channel }
         channel.closeFuture.whenComplete { _ in
