@@ -78,13 +78,7 @@ public final class WebSocketConnection: Sendable {
     }
 
     // Event handlers.
-    let messageHandlers = WebSocketEventHandlers<WebSocketMessage>()
-    let frameHandlers = WebSocketEventHandlers<WebSocketFrame>()
-    let closeHandlers = WebSocketEventHandlers<(Int, String)>()
-    let errorHandlers = WebSocketEventHandlers<any Error>()
-    let pingHandlers = WebSocketEventHandlers<(WebSocketPingCancel, ByteBuffer)>()
-    let pongHandlers = WebSocketEventHandlers<ByteBuffer>()
-    let drainHandlers = WebSocketEventHandlers<Void>()
+    let events = WebSocketConnectionEvents()
 
     /// Creates the connection on `channel`'s event loop and installs its handler as the last one
     /// of the pipeline. Internal: connections are made by `WebSocketRequest.accept` and
@@ -138,7 +132,7 @@ public final class WebSocketConnection: Sendable {
     /// fragments when `assembleFragments` is on). Starts inbound delivery.
     @discardableResult
     public func onMessage(_ handler: @escaping @Sendable (WebSocketMessage) -> Void) -> WebSocketHandlerToken {
-        let token = messageHandlers.add(handler)
+        let token = events.add(\.message, handler)
         consumerAttached()
         return token
     }
@@ -147,7 +141,7 @@ public final class WebSocketConnection: Sendable {
     /// off. Starts inbound delivery.
     @discardableResult
     public func onFrame(_ handler: @escaping @Sendable (WebSocketFrame) -> Void) -> WebSocketHandlerToken {
-        let token = frameHandlers.add(handler)
+        let token = events.add(\.frame, handler)
         consumerAttached()
         return token
     }
@@ -160,7 +154,7 @@ public final class WebSocketConnection: Sendable {
         // Under the state lock, so that a close cannot slip between the check and the add.
         let registered = state.withLockedValue { state -> Result<WebSocketHandlerToken, CloseInfo> in
             if state.closed { return .failure(CloseInfo(code: state.closeReasonCode, description: state.closeDescription ?? "")) }
-            return .success(closeHandlers.add { handler($0.0, $0.1) })
+            return .success(events.add(\.close) { handler($0.0, $0.1) })
         }
         switch registered {
         case .success(let token):
@@ -174,27 +168,27 @@ public final class WebSocketConnection: Sendable {
     /// Registers a handler for `error`: a socket error. A `close` event follows.
     @discardableResult
     public func onError(_ handler: @escaping @Sendable (any Error) -> Void) -> WebSocketHandlerToken {
-        errorHandlers.add(handler)
+        events.add(\.error, handler)
     }
 
     /// Registers a handler for `ping(cancel, data)`. Calling `cancel()` inside the handler stops
     /// the automatic pong reply.
     @discardableResult
     public func onPing(_ handler: @escaping @Sendable (_ cancel: WebSocketPingCancel, _ data: ByteBuffer) -> Void) -> WebSocketHandlerToken {
-        pingHandlers.add { handler($0.0, $0.1) }
+        events.add(\.ping) { handler($0.0, $0.1) }
     }
 
     /// Registers a handler for `pong(data)`.
     @discardableResult
     public func onPong(_ handler: @escaping @Sendable (ByteBuffer) -> Void) -> WebSocketHandlerToken {
-        pongHandlers.add(handler)
+        events.add(\.pong, handler)
     }
 
     /// Registers a handler for `drain`: the socket's write buffer has emptied below its low
     /// watermark after being full.
     @discardableResult
     public func onDrain(_ handler: @escaping @Sendable () -> Void) -> WebSocketHandlerToken {
-        drainHandlers.add { _ in handler() }
+        events.add(\.drain) { _ in handler() }
     }
 
     /// Unregisters a handler.
@@ -396,26 +390,21 @@ public final class WebSocketConnection: Sendable {
 
     /// Called once by the handler when the socket has closed.
     func didClose() {
-        let (code, description, hasPending, handlers) = state.withLockedValue { state -> (Int, String, Bool, [WebSocketEventHandlers<(Int, String)>.Handler]) in
+        let (code, description, hasPending, handlers) = state.withLockedValue { state -> (Int, String, Bool, [@Sendable ((Int, String)) -> Void]) in
             state.connected = false
             state.closed = true
             if state.closeReasonCode == -1 {
                 state.closeReasonCode = WebSocketCloseReason.abnormal
                 state.closeDescription = WebSocketCloseReason.description(for: WebSocketCloseReason.abnormal)
             }
-            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, closeHandlers.takeAll())
+            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, events.takeCloseHandlers())
         }
         // Close handlers first, so code after a `for try await … in messages` loop sees them run.
         for handler in handlers { handler((code, description)) }
         // Messages still waiting for a listener stay for one that comes later (the sequence
         // then yields them and ends).
         if !hasPending { finishMessages() }
-        messageHandlers.removeAll()
-        frameHandlers.removeAll()
-        pingHandlers.removeAll()
-        pongHandlers.removeAll()
-        drainHandlers.removeAll()
-        errorHandlers.removeAll()
+        events.removeAll()
     }
 
     /// How a connection ended, for a close handler registered too late.
@@ -436,7 +425,7 @@ public final class WebSocketConnection: Sendable {
     /// Hands a `.message` or `.frame` event to the listeners, or keeps it for the first one.
     func deliver(_ event: WebSocketReceiver.Event) -> Delivery {
         let waiting = state.withLockedValue { state -> Bool in
-            let noListener = state.messageSource == nil && messageHandlers.isEmpty && frameHandlers.isEmpty
+            let noListener = state.messageSource == nil && events.hasNoDataListener
             guard noListener || !state.pending.isEmpty else { return false }
             state.pending.append(event)
             state.pendingBytes += event.payloadSize
@@ -451,10 +440,10 @@ public final class WebSocketConnection: Sendable {
     private func emit(_ event: WebSocketReceiver.Event) -> Delivery {
         switch event {
         case .frame(let frame):
-            frameHandlers.emit(frame)
+            events.emit(\.frame, frame)
             return .delivered
         case .message(let message):
-            messageHandlers.emit(message)
+            events.emit(\.message, message)
             guard let source = state.withLockedValue({ $0.messageSource }) else { return .delivered }
             switch source.yield(message) {
             case .produceMore, .dropped: return .delivered
@@ -467,8 +456,8 @@ public final class WebSocketConnection: Sendable {
 
     /// Delivers, in order, what waited for a listener (on the event loop, or after close).
     func flushPending() {
-        let events = state.withLockedValue { state -> [WebSocketReceiver.Event] in
-            let noListener = state.messageSource == nil && messageHandlers.isEmpty && frameHandlers.isEmpty
+        let waiting = state.withLockedValue { state -> [WebSocketReceiver.Event] in
+            let noListener = state.messageSource == nil && self.events.hasNoDataListener
             if noListener { return [] }
             defer {
                 state.pending.removeAll()
@@ -476,12 +465,12 @@ public final class WebSocketConnection: Sendable {
             }
             return state.pending
         }
-        for event in events { _ = emit(event) }
+        for event in waiting { _ = emit(event) }
         if state.withLockedValue({ $0.closed }) { finishMessages() }
     }
 
     func emitError(_ error: any Error) {
-        errorHandlers.emit(error)
+        events.emit(\.error, error)
         // The close follows; the messages sequence ends with this error then, after any message
         // still waiting for a listener.
         state.withLockedValue { $0.failure = $0.failure ?? error }

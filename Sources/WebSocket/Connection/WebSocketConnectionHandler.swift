@@ -175,7 +175,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            connection?.drainHandlers.emit(())
+            connection?.events.emit(\.drain, ())
         }
         context.fireChannelWritabilityChanged()
     }
@@ -208,12 +208,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             }
         case .ping(let data):
             let cancel = WebSocketPingCancel()
-            connection.pingHandlers.emit((cancel, data))
+            connection.events.emit(\.ping, (cancel, data))
             if !cancel.cancelled && closeState == .open {
                 writeFrame(opcode: .pong, fin: true, payload: data, promise: nil)
             }
         case .pong(let data):
-            connection.pongHandlers.emit(data)
+            connection.events.emit(\.pong, data)
         case .close(let code, let reason):
             peerClosed(code: code, reason: reason)
         case .failure(let error):
