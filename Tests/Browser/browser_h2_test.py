@@ -12,18 +12,14 @@ import asyncio
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_test import CDP, find_chromium, free_port  # noqa: E402
+from browser_test import CDP, SetupError, collect_log, find_chromium, start_chromium, start_server, stop  # noqa: E402
 
 DEADLINE = 60  # seconds for the whole test
 
@@ -81,48 +77,15 @@ async def run(ws_binary, tls_dir):
     if not chromium:
         print("FAIL setup: Chromium is not installed (apt-get install chromium)", flush=True)
         return 2
-    server = subprocess.Popen(
-        [ws_binary, "serve", "--port", "0", "--host", "127.0.0.1", "--http2", "--deflate", "--log-level", os.environ.get("WS_LOG_LEVEL", "info"),
-         "--tls-cert", os.path.join(tls_dir, "server.pem"), "--tls-key", os.path.join(tls_dir, "server-key.pem")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tls = ["--tls-cert", os.path.join(tls_dir, "server.pem"), "--tls-key", os.path.join(tls_dir, "server-key.pem")]
     profile = tempfile.mkdtemp(prefix="ws-chromium-h2-")
-    browser = None
+    server = browser = None
     server_log = []
     try:
-        line = server.stdout.readline()
-        match = re.search(r"wss://127\.0\.0\.1:(\d+)/", line)
-        if not match:
-            print(f"FAIL setup: ws serve did not start: {line!r} {server.stderr.read()}", flush=True)
-            return 2
-        port = int(match.group(1))
-
-        async def collect_log():
-            loop = asyncio.get_running_loop()
-            while True:
-                text = await loop.run_in_executor(None, server.stderr.readline)
-                if not text:
-                    return
-                server_log.append(text)
-        log_task = asyncio.create_task(collect_log())
-
-        debug_port = free_port()
-        browser = subprocess.Popen([
-            chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-            "--proxy-server=http://127.0.0.1:9", "--no-first-run", "--ignore-certificate-errors",
-            f"--remote-debugging-port={debug_port}", "--remote-debugging-address=127.0.0.1",
-            *os.environ.get("WS_CHROMIUM_ARGS", "").split(), "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        endpoint = None
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/version", timeout=1) as response:
-                    endpoint = json.load(response)["webSocketDebuggerUrl"]
-                break
-            except OSError:
-                time.sleep(0.1)
-        if not endpoint:
-            print("FAIL setup: Chromium's DevTools endpoint did not come up", flush=True)
-            return 2
+        server, port = start_server(ws_binary, [
+            "--host", "127.0.0.1", "--http2", "--deflate", "--log-level", os.environ.get("WS_LOG_LEVEL", "info"), *tls])
+        log_task = asyncio.create_task(collect_log(server, server_log))
+        browser, endpoint = start_chromium(chromium, profile, ["--ignore-certificate-errors", *os.environ.get("WS_CHROMIUM_ARGS", "").split()])
 
         async with websockets.connect(endpoint, max_size=64 << 20, compression=None) as ws:
             cdp = CDP(ws)
@@ -152,22 +115,14 @@ async def run(ws_binary, tls_dir):
             check("the server saw both closes with 4000", len(closes) == 2, "; ".join(closes))
             cdp.reader.cancel()
         log_task.cancel()
+    except SetupError as error:
+        print(f"FAIL setup: {error}", flush=True)
+        return 2
     except Exception as error:  # a failed wait or a page error
         check("browser h2 test", False, f"{type(error).__name__}: {error}")
         print("server log:\n" + "".join(server_log[-20:]), flush=True)
     finally:
-        if browser:
-            try:
-                os.killpg(browser.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            browser.wait(timeout=10)
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        stop(browser, server, profile)
     passed = sum(results)
     failed = len(results) - passed
     print(f"browser-h2: {passed} passed, {failed} failed", flush=True)

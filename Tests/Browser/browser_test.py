@@ -74,6 +74,67 @@ def solid_png(width=40, height=30):
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+class SetupError(Exception):
+    """The server or the browser did not come up."""
+
+
+def start_server(ws_binary, args):
+    """Starts `ws serve <args> --port 0` and returns (process, port) once it listens."""
+    server = subprocess.Popen([ws_binary, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    match = re.search(r"wss?://127\.0\.0\.1:(\d+)/", line)
+    if not match:
+        server.kill()
+        raise SetupError(f"ws serve did not start: {line!r} {server.stderr.read()}")
+    return server, int(match.group(1))
+
+
+async def collect_log(server, lines):
+    """Appends the server's stderr lines to `lines` until it ends."""
+    loop = asyncio.get_running_loop()
+    while True:
+        text = await loop.run_in_executor(None, server.stderr.readline)
+        if not text:
+            return
+        lines.append(text)
+
+
+def start_chromium(chromium, profile, extra_args=()):
+    """Starts headless Chromium, kept off every host but 127.0.0.1; returns (process, DevTools URL)."""
+    debug_port = free_port()
+    browser = subprocess.Popen([
+        chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        "--proxy-server=http://127.0.0.1:9", "--no-first-run", *extra_args,
+        f"--remote-debugging-port={debug_port}", "--remote-debugging-address=127.0.0.1",
+        "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(200):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/version", timeout=1) as response:
+                return browser, json.load(response)["webSocketDebuggerUrl"]
+        except OSError:
+            time.sleep(0.1)
+    os.killpg(browser.pid, signal.SIGKILL)
+    raise SetupError("Chromium's DevTools endpoint did not come up")
+
+
+def stop(browser, server, profile):
+    """Ends the browser and the server this test started (by their PIDs) and removes the profile."""
+    if browser:
+        try:
+            os.killpg(browser.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        browser.wait(timeout=10)
+    if server:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
 class CDP:
     def __init__(self, ws):
         self.ws, self.next_id, self.pending = ws, 0, {}
@@ -138,45 +199,13 @@ async def run(ws_binary, shots):
     if not chromium:
         print("FAIL setup: Chromium is not installed (apt-get install chromium)", flush=True)
         return 2
-    server = subprocess.Popen([ws_binary, "serve", "--port", "0", "--deflate", "--max-frame-size", "4194304", "--max-message-size", "4194304"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     profile = tempfile.mkdtemp(prefix="ws-chromium-")
-    browser = None
+    server = browser = None
     server_log = []
     try:
-        line = server.stdout.readline()
-        match = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
-        if not match:
-            print(f"FAIL setup: ws serve did not start: {line!r} {server.stderr.read()}", flush=True)
-            return 2
-        port = int(match.group(1))
-
-        async def collect_log():
-            loop = asyncio.get_running_loop()
-            while True:
-                text = await loop.run_in_executor(None, server.stderr.readline)
-                if not text:
-                    return
-                server_log.append(text)
-        log_task = asyncio.create_task(collect_log())
-
-        debug_port = free_port()
-        browser = subprocess.Popen([
-            chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-            "--proxy-server=http://127.0.0.1:9", "--no-first-run",
-            "--window-size=1000,700", f"--remote-debugging-port={debug_port}", "--remote-debugging-address=127.0.0.1",
-            "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        endpoint = None
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/version", timeout=1) as response:
-                    endpoint = json.load(response)["webSocketDebuggerUrl"]
-                break
-            except OSError:
-                time.sleep(0.1)
-        if not endpoint:
-            print("FAIL setup: Chromium's DevTools endpoint did not come up", flush=True)
-            return 2
+        server, port = start_server(ws_binary, ["--deflate", "--max-frame-size", "4194304", "--max-message-size", "4194304"])
+        log_task = asyncio.create_task(collect_log(server, server_log))
+        browser, endpoint = start_chromium(chromium, profile, ["--window-size=1000,700"])
 
         async with websockets.connect(endpoint, max_size=64 << 20, compression=None) as ws:
             cdp = CDP(ws)
@@ -225,21 +254,13 @@ async def run(ws_binary, shots):
             check("alice sees bob leave", True)
             cdp.reader.cancel()
         log_task.cancel()
+    except SetupError as error:
+        print(f"FAIL setup: {error}", flush=True)
+        return 2
     except Exception as error:  # a failed wait or a page error
         check("browser test", False, f"{type(error).__name__}: {error}")
     finally:
-        if browser:
-            try:
-                os.killpg(browser.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            browser.wait(timeout=10)
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+        stop(browser, server, profile)
     passed = sum(results)
     failed = len(results) - passed
     print(f"browser: {passed} passed, {failed} failed", flush=True)

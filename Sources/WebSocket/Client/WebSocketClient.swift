@@ -153,15 +153,7 @@ public final class WebSocketClient: Sendable {
         requestOptions: RequestOptions? = nil
     ) async throws -> WebSocketConnection {
         let promise = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
-        return try await withTaskCancellationHandler {
-            do {
-                return try await promise.futureResult.get()
-            } catch let failure as HandshakeFailure {
-                throw failure.error
-            }
-        } onCancel: {
-            promise.fail(WebSocketError(.aborted, "The connection attempt to \(url) was cancelled"))
-        }
+        return try await Self.outcome(of: promise, url: url)
     }
 
     /// Opens a WebSocket as a new stream of an HTTP/2 connection (RFC 8441) and returns it,
@@ -174,7 +166,12 @@ public final class WebSocketClient: Sendable {
         over connection: WebSocketHTTP2Connection
     ) async throws -> WebSocketConnection {
         let promise = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: nil, over: connection)
-        return try await withTaskCancellationHandler {
+        return try await Self.outcome(of: promise, url: url)
+    }
+
+    /// Waits for an attempt: its connection, or its error; cancelling the task aborts it.
+    private static func outcome(of promise: EventLoopPromise<WebSocketConnection>, url: String) async throws -> WebSocketConnection {
+        try await withTaskCancellationHandler {
             do {
                 return try await promise.futureResult.get()
             } catch let failure as HandshakeFailure {

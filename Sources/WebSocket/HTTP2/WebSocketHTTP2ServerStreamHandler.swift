@@ -128,22 +128,13 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         guard Int(versionValue.trimmingSpaces()) == 13 else {
             return fail(400, "Unsupported WebSocket version \(versionValue); 13 is supported over HTTP/2", ["sec-websocket-version": "13"])
         }
-        if let max = server.configuration.maxConnections, server.connectionCount >= max {
-            server.upgradeErrorHandlers.emit(
-                WebSocketError(.handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections"))
+        if server.refusesNewConnection() {
             return respond(status: 503, headers: [:], body: "Too many connections")
         }
         let request = WebSocketRequest(
             head: head, version: 13, key: "", channel: context.channel, server: server, handshake: self)
         pendingRequest = request
-        let timeout = server.configuration.requestTimeout
-        requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
-            guard let request = self.pendingRequest else { return }
-            self.server.upgradeErrorHandlers.emit(
-                WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))
-            request.reject(status: 503, reason: "The request was not accepted or rejected in time")
-        }
-        server.handleRequest(request)
+        requestTimer = server.dispatch(request, on: context.eventLoop)
     }
 
     /// Answers on this stream only (HEADERS, then DATA with END_STREAM); the HTTP/2 connection

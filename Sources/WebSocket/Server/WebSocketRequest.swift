@@ -146,6 +146,9 @@ public final class WebSocketRequest: Sendable {
         if socket.eventLoop.inEventLoop { execute() } else { socket.eventLoop.execute(execute) }
     }
 
+    /// Whether `accept` or `reject` was called.
+    var isDecided: Bool { decided.withLockedValue { $0 } }
+
     private func markDecided() throws {
         try decided.withLockedValue { decided in
             guard !decided else { throw WebSocketError(.alreadyDecided, "This request was already accepted or rejected") }

@@ -300,6 +300,28 @@ public final class WebSocketServer: Sendable {
         }
     }
 
+    /// Whether `maxConnections` is reached; then the refusal is reported as `upgradeError`.
+    func refusesNewConnection() -> Bool {
+        guard let max = configuration.maxConnections, connectionCount >= max else { return false }
+        upgradeErrorHandlers.emit(
+            WebSocketError(.handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections"))
+        return true
+    }
+
+    /// Hands `request` to the application (HTTP/1.1 and HTTP/2 alike) and returns the timer that
+    /// refuses it with 503 if it is still undecided after `requestTimeout`.
+    func dispatch(_ request: WebSocketRequest, on eventLoop: any EventLoop) -> Scheduled<Void> {
+        let timeout = configuration.requestTimeout
+        let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+            guard !request.isDecided else { return }
+            self.upgradeErrorHandlers.emit(
+                WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))
+            request.reject(status: 503, reason: "The request was not accepted or rejected in time")
+        }
+        handleRequest(request)
+        return timer
+    }
+
     func handlePlainRequest(
         _ head: HTTPRequestHead, channel: Channel,
         respond: (HTTPResponseStatus, [String: String], String) -> Void

@@ -143,9 +143,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         guard let key = headers.first(name: "sec-websocket-key")?.trimmingSpaces(), WebSocketHandshake.isValidKey(String(key)) else {
             return fail("Missing or malformed Sec-WebSocket-Key header")
         }
-        if let max = server.configuration.maxConnections, server.connectionCount >= max {
-            server.upgradeErrorHandlers.emit(
-                WebSocketError(.handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections"))
+        if server.refusesNewConnection() {
             respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
             return
         }
@@ -153,14 +151,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         let request = WebSocketRequest(
             head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
         pendingRequest = request
-        let timeout = server.configuration.requestTimeout
-        requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
-            guard let request = self.pendingRequest else { return }
-            self.server.upgradeErrorHandlers.emit(
-                WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))
-            request.reject(status: 503, reason: "The request was not accepted or rejected in time")
-        }
-        server.handleRequest(request)
+        requestTimer = server.dispatch(request, on: context.eventLoop)
     }
 
     /// Answers with a plain HTTP response and closes the connection.
