@@ -56,6 +56,9 @@ struct Connect: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Offer permessage-deflate (on by default).")
     var deflate = true
 
+    @Flag(help: "For wss://, use HTTP/2 (RFC 8441) when the server offers it; HTTP/1.1 otherwise.")
+    var http2 = false
+
     @Option(help: "The largest message accepted, in bytes.")
     var maxMessageSize: Int = 8 * 1024 * 1024
 
@@ -78,6 +81,7 @@ struct Connect: AsyncParsableCommand {
         configuration.maxReceivedFrameSize = maxMessageSize
         configuration.handshakeTimeout = .milliseconds(Int(connectTimeout * 1000))
         if deflate { configuration.perMessageDeflate = PerMessageDeflate.Options() }
+        configuration.http2 = http2
         var requestOptions = WebSocketClient.RequestOptions()
         do {
             if ca != nil || insecure {
@@ -114,6 +118,7 @@ struct Connect: AsyncParsableCommand {
         connection.onPing { _, data in printLine("\(TerminalStyle.incoming) ping\(Self.payloadSuffix(data))") }
         connection.onPong { data in printLine("\(TerminalStyle.incoming) pong\(Self.payloadSuffix(data))") }
         var details: [String] = []
+        if connection.isHTTP2 { details.append("HTTP/2") }
         if let chosen = connection.protocol { details.append("protocol: \(chosen)") }
         if !connection.extensions.isEmpty { details.append("extensions: \(connection.extensions.map(\.description).joined(separator: ", "))") }
         printLine(TerminalStyle.notice("Connected to \(url)\(details.isEmpty ? "" : " (\(details.joined(separator: "; ")))")"))

@@ -142,6 +142,22 @@ struct WSConnectTests {
         try await plain.waitForLine("Connected to \(server.url)")
     }
 
+    @Test("--http2 connects over HTTP/2 to a server that offers it, and says so")
+    func http2() async throws {
+        let server = try await TestServer.echo { $0.http2 = true }
+        defer { Task { await server.stop() } }
+        let address = try await server.server.listen(host: "127.0.0.1", port: 0, tlsConfiguration: TestTLS.serverConfiguration())
+        let url = "wss://localhost:\(address.port!)/"
+        let ws = try WSConnectProcess(arguments: [url, "--http2", "--no-deflate", "--ca", TestTLS.caFile])
+        defer { ws.killByPID() }
+        try await ws.waitForLine("Connected to \(url) (HTTP/2)")
+        ws.send("over a stream")
+        try await ws.waitForLine("< over a stream")
+        #expect(server.server.http2ConnectionCount == 1)
+        ws.closeInput()
+        #expect(try await ws.exitStatus() == 0)
+    }
+
     @Test("the end of input closes the connection with 1000")
     func endOfInput() async throws {
         let server = try await TestServer.echo()

@@ -283,7 +283,8 @@ public final class WebSocketClient: Sendable {
             Self.openStream(on: http2Connection, request: request, promise: promise)
             return
         }
-        if configuration.http2, target.isSecure, requestOptions == nil, configuration.webSocketVersion == 13 {
+        let ownTransport = requestOptions.map { $0.proxy != nil || $0.tlsConfiguration != nil || $0.serverName != nil } ?? false
+        if configuration.http2, target.isSecure, !ownTransport, configuration.webSocketVersion == 13 {
             // RFC 8441 when the server offers it, on a connection shared with this client's
             // other WebSockets to the same server; HTTP/1.1 otherwise.
             pooledHTTP2Connection(host: target.host, port: target.port, serverName: serverName).whenComplete { result in

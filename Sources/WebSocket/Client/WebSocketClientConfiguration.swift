@@ -66,8 +66,10 @@ extension WebSocketClient {
         /// WebSocket to that server as a stream of it, like a browser. Where the server does not
         /// choose h2 or does not announce SETTINGS_ENABLE_CONNECT_PROTOCOL, connections go over
         /// HTTP/1.1 as usual (and the client remembers that for the server). Connections with
-        /// their own ``WebSocketClient/RequestOptions`` (a proxy, other TLS settings), and
-        /// `webSocketVersion` 8, always use HTTP/1.1. Default false.
+        /// their own transport in ``WebSocketClient/RequestOptions`` (a proxy, other TLS
+        /// settings or server name), and `webSocketVersion` 8, always use HTTP/1.1. The
+        /// connections are shared among this client's WebSockets only: a ``W3CWebSocket``, which
+        /// has a client of its own, gets a connection of its own. Default false.
         public var http2 = false
 
         /// The client pings (when `keepalive` is on); TCP keepalive is a server option.
