@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -43,6 +44,45 @@ struct WebSocketServerTests {
         let reply = try await withTimeout(5) { try await client.messages.first { _ in true } }
         #expect(reply == .utf8("ping?"))
         try client.close()
+    }
+
+    @Test("a request accepted at once, over HTTP/1.1 and HTTP/2, leaves nothing that keeps the request or its connection alive after close")
+    func acceptedAtOnceIsReleased() async throws {
+        final class Weak: @unchecked Sendable {
+            weak var request: WebSocketRequest?
+            weak var connection: WebSocketConnection?
+            var released: Bool { request == nil && connection == nil }
+        }
+        let held = NIOLockedValueBox<[Weak]>([])
+        // A long requestTimeout: a request timer left running would hold the request and its
+        // handshake handler (with the HTTP codec's buffers) that long: the soak test saw 100 MB.
+        let server = try await TestServer.start({ $0.requestTimeout = .seconds(60); $0.http2 = true }, setup: { server in
+            server.onRequest { request in
+                guard let connection = try? request.accept() else { return }
+                let weak = Weak()
+                weak.request = request
+                weak.connection = connection
+                held.withLockedValue { $0.append(weak) }
+            }
+        })
+        defer { Task { await server.stop() } }
+        let tls = try await server.server.listen(host: "127.0.0.1", port: 0, tlsConfiguration: TestTLS.serverConfiguration())
+        var h2 = WebSocketClient.Configuration()
+        h2.tlsConfiguration = try WebSocketClient.tlsConfiguration(caFile: TestTLS.caFile)
+        h2.http2 = true
+        for (client, url) in [(WebSocketClient(), server.url), (WebSocketClient(configuration: h2), "wss://localhost:\(tls.port!)/")] {
+            let connection = try await client.connect(url: url)
+            let closed = Expectation<Int>()
+            connection.onClose { code, _ in closed.fulfill(code) }
+            try connection.close()
+            #expect(try await closed.value() == 1000)
+        }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while held.withLockedValue({ $0.contains { !$0.released } }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(held.withLockedValue { $0.count } == 2)
+        #expect(held.withLockedValue { $0.allSatisfy(\.released) }, "a request or server-side connection is still alive after the close")
     }
 
     @Test("an undecided request is refused with 503 after requestTimeout, with an upgradeError")

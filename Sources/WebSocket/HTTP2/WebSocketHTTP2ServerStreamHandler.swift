@@ -134,7 +134,8 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         let request = WebSocketRequest(
             head: head, version: 13, key: "", channel: context.channel, server: server, handshake: self)
         pendingRequest = request
-        requestTimer = server.dispatch(request, on: context.eventLoop)
+        requestTimer = server.requestTimeout(for: request, on: context.eventLoop)
+        server.handleRequest(request)
     }
 
     /// Answers on this stream only (HEADERS, then DATA with END_STREAM); the HTTP/2 connection

@@ -308,18 +308,19 @@ public final class WebSocketServer: Sendable {
         return true
     }
 
-    /// Hands `request` to the application (HTTP/1.1 and HTTP/2 alike) and returns the timer that
-    /// refuses it with 503 if it is still undecided after `requestTimeout`.
-    func dispatch(_ request: WebSocketRequest, on eventLoop: any EventLoop) -> Scheduled<Void> {
+    /// The timer that refuses `request` with 503 if it is still undecided after
+    /// `requestTimeout` (HTTP/1.1 and HTTP/2 alike). The caller keeps it, to cancel it on the
+    /// decision, *before* handing the request on with ``handleRequest(_:)``: an application may
+    /// decide at once, and a timer left running would keep the request, its handler and the new
+    /// connection alive for `requestTimeout`.
+    func requestTimeout(for request: WebSocketRequest, on eventLoop: any EventLoop) -> Scheduled<Void> {
         let timeout = configuration.requestTimeout
-        let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+        return eventLoop.scheduleTask(in: TimeAmount(timeout)) {
             guard !request.isDecided else { return }
             self.upgradeErrorHandlers.emit(
                 WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))
             request.reject(status: 503, reason: "The request was not accepted or rejected in time")
         }
-        handleRequest(request)
-        return timer
     }
 
     func handlePlainRequest(

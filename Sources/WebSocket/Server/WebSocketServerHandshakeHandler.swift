@@ -151,7 +151,8 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         let request = WebSocketRequest(
             head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
         pendingRequest = request
-        requestTimer = server.dispatch(request, on: context.eventLoop)
+        requestTimer = server.requestTimeout(for: request, on: context.eventLoop)
+        server.handleRequest(request)
     }
 
     /// Answers with a plain HTTP response and closes the connection.
