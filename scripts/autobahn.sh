@@ -15,10 +15,12 @@
 #   AUTOBAHN_TIMEOUT  time limit of the whole suite run in seconds (default 1800)
 #   CASE_TIMEOUT      client mode: time limit of one case in seconds (default 60)
 #   AGENT             agent name in the reports (default ws-server / ws-client)
+#   WS_CONFIGURATION  the build configuration of `ws`: release (default) or debug (.ci/run uses
+#                     the debug build its tests already made, saving a second full build)
 #   SERVE_ARGS        server mode: extra `ws serve` options
 #   CLIENT_ARGS       client mode: extra `ws autobahn-client` options (e.g. --no-deflate)
 #
-# Builds `ws` in release mode, runs the suite on 127.0.0.1 only, writes reports to
+# Builds `ws` (release mode unless WS_CONFIGURATION says otherwise), runs the suite on 127.0.0.1 only, writes reports to
 # <project>/autobahn-reports/{server,client}/ and prints the suite's summary. Exit status:
 # 0 when every case is OK or INFORMATIONAL; 1 when any is NON-STRICT, FAILED or
 # UNIMPLEMENTED (or no case ran); 2 on a usage, setup or run error.
@@ -90,9 +92,11 @@ if ! bash "$AUTOBAHN_DIR/setup.sh" "$AUTOBAHN_VENV" > "$REPORTS/setup.log" 2>&1;
   exit 2
 fi
 
-log "building ws (release)"
-( cd "$ROOT" && swift build -c release --product ws ) || { echo "autobahn.sh: swift build failed" >&2; exit 2; }
-WS="$(cd "$ROOT" && swift build -c release --show-bin-path)/ws"
+CONFIGURATION="${WS_CONFIGURATION:-release}"
+case "$CONFIGURATION" in release|debug) ;; *) echo "autobahn.sh: WS_CONFIGURATION must be release or debug" >&2; exit 2 ;; esac
+log "building ws ($CONFIGURATION)"
+( cd "$ROOT" && swift build -c "$CONFIGURATION" --product ws ) || { echo "autobahn.sh: swift build failed" >&2; exit 2; }
+WS="$(cd "$ROOT" && swift build -c "$CONFIGURATION" --show-bin-path)/ws"
 [ -x "$WS" ] || { echo "autobahn.sh: no ws binary at $WS" >&2; exit 2; }
 
 free_port() {

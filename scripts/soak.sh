@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test: builds `ws` in release mode, starts `ws serve` on 127.0.0.1, runs a churn client
+# Soak test: builds `ws` (release mode, or WS_CONFIGURATION), starts `ws serve` on 127.0.0.1, runs a churn client
 # (scripts/soak_client.py on Python websockets) that opens and closes thousands of connections
 # with messages in flight for SECONDS (default 20), then checks that the server's resident
 # memory and open file descriptors return to near their baseline (within 20 MiB and 10 fds).
@@ -24,10 +24,11 @@ if ! "$python" -c "import websockets" 2>/dev/null; then
     python3 -m venv .venv && .venv/bin/pip install --quiet --disable-pip-version-check 'websockets>=15,<18' || exit 1
 fi
 
-echo "soak: building ws (release)"
-swift build -c release --product ws 2>&1 | grep -E "error|Compiling ws|Build" | tail -5
+configuration="${WS_CONFIGURATION:-release}"   # .ci/run: debug, the build its tests made
+echo "soak: building ws ($configuration)"
+swift build -c "$configuration" --product ws 2>&1 | grep -E "error|Compiling ws|Build" | tail -5
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "soak: build failed"; exit 1; }
-ws="$(swift build -c release --show-bin-path)/ws"
+ws="$(swift build -c "$configuration" --show-bin-path)/ws"
 
 work=$(mktemp -d)
 server_pid=
