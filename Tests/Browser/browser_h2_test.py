@@ -19,7 +19,8 @@ import time
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from browser_test import CDP, SetupError, collect_log, find_chromium, start_chromium, start_server, stop  # noqa: E402
+from browser_test import (  # noqa: E402
+    CDP, SetupError, collect_log, find_chromium, start_chromium, start_server, stop, summary)
 
 DEADLINE = 60  # seconds for the whole test
 
@@ -123,10 +124,7 @@ async def run(ws_binary, tls_dir):
         print("server log:\n" + "".join(server_log[-20:]), flush=True)
     finally:
         stop(browser, server, profile)
-    passed = sum(results)
-    failed = len(results) - passed
-    print(f"browser-h2: {passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 and passed > 0 else 1
+    return summary("browser-h2", results)
 
 
 if __name__ == "__main__":

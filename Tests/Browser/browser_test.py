@@ -135,6 +135,14 @@ def stop(browser, server, profile):
     shutil.rmtree(profile, ignore_errors=True)
 
 
+def summary(label, results):
+    """Prints "<label>: N passed, M failed" and returns the exit status (1 on any failure)."""
+    passed = sum(results)
+    failed = len(results) - passed
+    print(f"{label}: {passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 and passed > 0 else 1
+
+
 class CDP:
     def __init__(self, ws):
         self.ws, self.next_id, self.pending = ws, 0, {}
@@ -261,10 +269,7 @@ async def run(ws_binary, shots):
         check("browser test", False, f"{type(error).__name__}: {error}")
     finally:
         stop(browser, server, profile)
-    passed = sum(results)
-    failed = len(results) - passed
-    print(f"browser: {passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 and passed > 0 else 1
+    return summary("browser", results)
 
 
 if __name__ == "__main__":
