@@ -34,9 +34,12 @@ struct DeflateMemoryTests {
         let noTakeover = try await Self.perConnection("no-takeover")
         let takeover = try await Self.perConnection("takeover")
         print(String(format: "deflate memory per idle connection: plain %.1f KiB, no_context_takeover %.1f KiB, context takeover %.1f KiB", plain, noTakeover, takeover))
-        // Context takeover keeps a compressor (about 256 KiB at window 15, memory level 8) and an
-        // inflater (about 40 KiB) per connection; without it they are released after each message.
-        #expect(takeover > noTakeover + 100)
+        // Context takeover keeps a compressor (about 256 KiB at window 15, memory level 8, of which
+        // the pages a short message touched are resident) and an inflater (about 40 KiB) per
+        // connection; without it they are released after each message. Measured here: 96.7 to
+        // 121.8 KiB more with takeover, so the bound is set well below that, and well above the
+        // noise of this RSS measure (a few KiB).
+        #expect(takeover > noTakeover + 48)
         #expect(noTakeover < plain + 64)
     }
 }
