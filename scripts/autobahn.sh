@@ -3,6 +3,8 @@
 #
 #   scripts/autobahn.sh server [CASES]   the suite (fuzzingclient) tests `ws serve`
 #   scripts/autobahn.sh client [CASES]   `ws autobahn-client` is tested by the suite (fuzzingserver)
+#   scripts/autobahn.sh prepare          only set up the suite's venv and build `ws`, so that a
+#                                        server and a client run can then go at the same time
 #
 #   CASES  comma-separated Autobahn case patterns, default
 #          "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*": 12.x/13.x (permessage-deflate, 216
@@ -19,6 +21,8 @@
 #                     the debug build its tests already made, saving a second full build)
 #   SERVE_ARGS        server mode: extra `ws serve` options
 #   CLIENT_ARGS       client mode: extra `ws autobahn-client` options (e.g. --no-deflate)
+#   AUTOBAHN_PREPARED 1: `prepare` already ran; skip the set-up and the build (two runs at once
+#                     would otherwise pip-install into one venv and build into one .build together)
 #
 # Builds `ws` (release mode unless WS_CONFIGURATION says otherwise), runs the suite on 127.0.0.1 only, writes reports to
 # <project>/autobahn-reports/{server,client}/ and prints the suite's summary. Exit status:
@@ -32,7 +36,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODE="${1:-}"
 CASES="${2:-1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*}"
 case "$MODE" in
-  server|client) ;;
+  server|client|prepare) ;;
   -h|--help|"") usage ;;
   *) echo "autobahn.sh: unknown mode '$MODE' (use server or client)" >&2; usage ;;
 esac
@@ -57,7 +61,8 @@ export AUTOBAHN_TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"
 CASE_TIMEOUT="${CASE_TIMEOUT:-60}"
 REPORTS="$ROOT/autobahn-reports"
 OUTDIR="$REPORTS/$MODE"
-mkdir -p "$OUTDIR"
+mkdir -p "$REPORTS"
+[ "$MODE" = prepare ] || mkdir -p "$OUTDIR"
 
 log() { echo "[autobahn.sh] $*"; }
 
@@ -85,6 +90,11 @@ trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 
 # --- setup and build ----------------------------------------------------------------------
+CONFIGURATION="${WS_CONFIGURATION:-release}"
+case "$CONFIGURATION" in release|debug) ;; *) echo "autobahn.sh: WS_CONFIGURATION must be release or debug" >&2; exit 2 ;; esac
+if [ "${AUTOBAHN_PREPARED:-0}" = 1 ]; then
+  log "set-up and build skipped (AUTOBAHN_PREPARED=1)"
+else
 log "setting up Autobahn|Testsuite ($AUTOBAHN_DIR, venv $AUTOBAHN_VENV)"
 if ! bash "$AUTOBAHN_DIR/setup.sh" "$AUTOBAHN_VENV" > "$REPORTS/setup.log" 2>&1; then
   tail -20 "$REPORTS/setup.log" >&2
@@ -92,12 +102,12 @@ if ! bash "$AUTOBAHN_DIR/setup.sh" "$AUTOBAHN_VENV" > "$REPORTS/setup.log" 2>&1;
   exit 2
 fi
 
-CONFIGURATION="${WS_CONFIGURATION:-release}"
-case "$CONFIGURATION" in release|debug) ;; *) echo "autobahn.sh: WS_CONFIGURATION must be release or debug" >&2; exit 2 ;; esac
 log "building ws ($CONFIGURATION)"
 ( cd "$ROOT" && swift build -c "$CONFIGURATION" --product ws ) || { echo "autobahn.sh: swift build failed" >&2; exit 2; }
+fi
 WS="$(cd "$ROOT" && swift build -c "$CONFIGURATION" --show-bin-path)/ws"
 [ -x "$WS" ] || { echo "autobahn.sh: no ws binary at $WS" >&2; exit 2; }
+[ "$MODE" = prepare ] && { log "prepared: venv $AUTOBAHN_VENV, $WS"; exit 0; }
 
 free_port() {
   "$AUTOBAHN_VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
