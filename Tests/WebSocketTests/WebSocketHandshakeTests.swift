@@ -27,6 +27,45 @@ struct WebSocketHandshakeTests {
         #expect(hex(SHA1.hash(Array("abc".utf8))) == "a9993e364706816aba3e25717850c26c9cd0d89d")
         #expect(hex(SHA1.hash([])) == "da39a3ee5e6b4b0d3255bfef95601890afd80709")
         #expect(hex(SHA1.hash(Array(String(repeating: "a", count: 1000).utf8))) == "291e9a6c66994949b57ba5e650361e98fc36b1ba")
+        // Every length from 0 to 199 (each padding case: 55, 56, 63, 64, 119, 120 bytes...): the
+        // SHA-1 of all 200 digests in a row, computed with Python's hashlib.
+        var digests: [UInt8] = []
+        for n in 0..<200 {
+            digests += SHA1.hash((0..<n).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) })
+        }
+        #expect(hex(SHA1.hash(digests)) == "8b12ee1d73de5287db7fc3d864d1c732ac699e94")
+    }
+
+    @Test("Upgrade and Connection tokens: any case, lists, spaces and tabs, whole tokens only")
+    func headerTokens() {
+        func contains(_ values: [String], _ token: String) -> Bool {
+            var headers = HTTPHeaders()
+            for value in values { headers.add(name: "Connection", value: value) }
+            return WebSocketHandshake.headerContainsToken(headers, "connection", token)
+        }
+        #expect(contains(["Upgrade"], "upgrade"))
+        #expect(contains(["keep-alive, Upgrade"], "upgrade"))
+        #expect(contains(["keep-alive,UPGRADE"], "upgrade"))
+        #expect(contains(["keep-alive", " \tupgrade\t "], "upgrade"))
+        #expect(contains(["WebSocket"], "websocket"))
+        #expect(contains([",, upgrade ,"], "upgrade"))
+        #expect(!contains(["upgrades"], "upgrade"))
+        #expect(!contains(["up grade"], "upgrade"))
+        #expect(!contains(["keep-alive, upgrade-later"], "upgrade"))
+        #expect(!contains(["keep-alive"], "upgrade"))
+        #expect(!contains([""], "upgrade"))
+        #expect(!contains([], "upgrade"))
+    }
+
+    @Test("base64 matches Python's for every remainder")
+    func base64() {
+        // Python: base64.b64encode(bytes(range(250, 250 + n % 6)) + bytes(range(n)))
+        let expected = ["", "+gA=", "+vsAAQ==", "+vv8AAEC", "+vv8/QABAgM=", "+vv8/f4AAQIDBA==", "AAECAwQF", "+gABAgMEBQY="]
+        for (n, value) in expected.enumerated() {
+            let bytes = (250..<(250 + n % 6)).map { UInt8($0) } + (0..<n).map { UInt8($0) }
+            #expect(Base64.encode(bytes) == value)
+            #expect(Base64.decode(value) == bytes)
+        }
     }
 
     /// A server that records requests and upgrade errors; accepts with the first protocol.

@@ -143,3 +143,8 @@ for size in [32, 1024, 65536] {
         masked.serialize(into: &out)
     }
 }
+
+// The opening handshake's Sec-WebSocket-Accept (SHA-1 + base64 of a 60-byte string).
+bench("handshake accept value", bytesPerCall: 60) {
+    blackHole(WebSocketHandshake.acceptValue(forKey: "dGhlIHNhbXBsZSBub25jZQ=="))
+}

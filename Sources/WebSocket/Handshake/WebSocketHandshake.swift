@@ -28,8 +28,27 @@ public enum WebSocketHandshake {
     }
 
     /// Whether a comma-separated header `name` contains `token` (case-insensitively).
+    /// `token` is lowercase ASCII. Compares bytes in place (no split, no lowercased copies):
+    /// it runs twice in every handshake.
     static func headerContainsToken(_ headers: HTTPHeaders, _ name: String, _ token: String) -> Bool {
-        tokens(headers, name).contains { $0.lowercased() == token }
+        let wanted = token.utf8
+        for value in headers[name] {
+            var rest = value.utf8[...]
+            while true {
+                let end = rest.firstIndex(of: UInt8(ascii: ",")) ?? rest.endIndex
+                var part = rest[rest.startIndex..<end]
+                while let first = part.first, first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { part.removeFirst() }
+                while let last = part.last, last == UInt8(ascii: " ") || last == UInt8(ascii: "\t") { part.removeLast() }
+                if part.elementsEqual(wanted, by: { byte, wantedByte in
+                    (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte) == wantedByte
+                }) {
+                    return true
+                }
+                guard end < rest.endIndex else { break }
+                rest = rest[rest.index(after: end)...]
+            }
+        }
+        return false
     }
 }
 
