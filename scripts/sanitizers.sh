@@ -14,12 +14,13 @@
 #
 #   scripts/sanitizers.sh thread --filter FaultTests   (extra arguments go to swift test)
 #
+# WS_SANITIZER=<sanitizer> is set for the tests: the one that measures RSS per connection skips.
 # Goes through scripts/test.sh, so the tests that need real peers (Python websockets, Node,
 # nginx, Chromium) get them and run too. A sanitizer report fails the run (TSan: exit 66, ASan:
 # abort). After each suite run, the canary (Tests/WebSocketTests/SanitizerCanaryTests.swift: a
 # deliberate data race, a deliberate heap overflow) runs on the same build and must be reported:
 # that shows the build really is instrumented and a report really fails the run. Logs:
-# <scratch>/sanitizer-test.log and <scratch>/sanitizer-canary.log. Ends with
+# <scratch>/sanitizer-<thread|address>-test.log and -canary.log. Ends with
 # `sanitizers: N passed, M failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,8 @@ case "$which" in
 esac
 
 # Reports go to the log and fail the run; symbolized stacks with both accesses of a race.
-export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0 second_deadlock_stack=1 history_size=4}"
+# scripts/tsan-suppressions.txt: one known false positive of TSan with Swift continuations.
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0 second_deadlock_stack=1 history_size=4 suppressions=$PWD/scripts/tsan-suppressions.txt}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0 detect_stack_use_after_return=0 halt_on_error=1}"
 # The Swift runtime's backtracer is not needed on top of the sanitizers' own reports.
 export SWIFT_BACKTRACE="${SWIFT_BACKTRACE:-enable=no}"
@@ -53,10 +55,10 @@ for sanitizer in "${runs[@]}"; do
         flags=(--sanitize="$sanitizer" --scratch-path "$scratch")
     fi
     mkdir -p "$scratch"
-    log="$scratch/sanitizer-test.log"
+    log="$scratch/sanitizer-$sanitizer-test.log"
     echo "sanitizers: $sanitizer: swift test ${flags[*]} $* (log: $log)"
     start=$(date +%s)
-    WS_SANITIZER_CANARY="" scripts/test.sh "${flags[@]}" "$@" >"$log" 2>&1
+    WS_SANITIZER="$sanitizer" WS_SANITIZER_CANARY="" scripts/test.sh "${flags[@]}" "$@" >"$log" 2>&1
     status=$?
     took=$(( $(date +%s) - start ))
     reports=$(grep -c -E "$report_pattern" "$log")
@@ -64,14 +66,16 @@ for sanitizer in "${runs[@]}"; do
     echo "sanitizers: $sanitizer: exit $status after ${took}s, $reports sanitizer report(s); ${summary:-no test summary}"
     if [ "$reports" != 0 ]; then
         grep -E "$report_pattern|^SUMMARY:" "$log" | sort | uniq -c | head -20
+        # The first report in full, so that a CI log alone shows both stacks.
+        awk -v p="$report_pattern" '$0 ~ p {on=1} on {print; n++} /^SUMMARY:/ && on {exit} n > 120 {exit}' "$log"
     fi
     grep -E "✘ Test .* (failed|recorded an issue)" "$log" | head -20
     ok=0
     [ "$status" = 0 ] && [ "$reports" = 0 ] && ok=1
 
     # The canary: the same build, one deliberate error the sanitizer must report.
-    canary_log="$scratch/sanitizer-canary.log"
-    WS_SANITIZER_CANARY="$sanitizer" scripts/test.sh "${flags[@]}" --filter SanitizerCanaryTests >"$canary_log" 2>&1
+    canary_log="$scratch/sanitizer-$sanitizer-canary.log"
+    WS_SANITIZER="$sanitizer" WS_SANITIZER_CANARY="$sanitizer" scripts/test.sh "${flags[@]}" --filter SanitizerCanaryTests >"$canary_log" 2>&1
     canary_status=$?
     if [ "$canary_status" != 0 ] && grep -q -E "$report_pattern" "$canary_log"; then
         echo "sanitizers: $sanitizer: canary reported as it must be ($(grep -m1 -E "$report_pattern" "$canary_log" | sed -E 's/^==[0-9]+==//'))"

@@ -27,7 +27,11 @@ struct DeflateMemoryTests {
         return Double(after - before) / 1024 / Double(count)
     }
 
-    @Test("idle compressed connections: no_context_takeover frees zlib state between messages")
+    /// Skipped under scripts/sanitizers.sh: a sanitizer's allocator (ASan's redzones and
+    /// quarantine, TSan's shadow memory) makes RSS per connection meaningless (a clean-clone
+    /// ASan run measured -534 KiB for plain connections).
+    @Test("idle compressed connections: no_context_takeover frees zlib state between messages",
+          .disabled(if: ProcessInfo.processInfo.environment["WS_SANITIZER"] != nil, "RSS is not comparable under a sanitizer"))
     func idleMemory() async throws {
         _ = try await Self.perConnection("none")  // warms the allocator up
         let plain = try await Self.perConnection("none")
