@@ -38,7 +38,7 @@ CASES="${2:-1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*}"
 case "$MODE" in
   server|client|prepare) ;;
   -h|--help|"") usage ;;
-  *) echo "autobahn.sh: unknown mode '$MODE' (use server or client)" >&2; usage ;;
+  *) echo "autobahn.sh: unknown mode '$MODE' (use server, client or prepare)" >&2; usage ;;
 esac
 
 AUTOBAHN_DIR="${AUTOBAHN_DIR:-$ROOT/../shared/autobahn}"

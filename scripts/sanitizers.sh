@@ -26,7 +26,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 which=all
-case "${1:-}" in thread|address|all) which=$1; shift ;; esac
+case "${1:-}" in
+    thread|address|all) which=$1; shift ;;
+    ""|-*) ;;
+    *) echo "usage: $0 [thread|address|all] [--swift-only] [swift test arguments]" >&2; exit 2 ;;
+esac
 swift_only=0
 if [ "${1:-}" = --swift-only ]; then swift_only=1; shift; fi
 case "$which" in

@@ -23,16 +23,9 @@ struct SHA1 {
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 80) { w in
                 var chunk = 0
                 while chunk < total {
-                    if chunk + 64 <= length {
-                        for i in 0..<16 {
-                            let j = chunk + i * 4
-                            w[i] = UInt32(bytes[j]) << 24 | UInt32(bytes[j + 1]) << 16 | UInt32(bytes[j + 2]) << 8 | UInt32(bytes[j + 3])
-                        }
-                    } else {
-                        for i in 0..<16 {
-                            let j = chunk + i * 4
-                            w[i] = byte(j) << 24 | byte(j + 1) << 16 | byte(j + 2) << 8 | byte(j + 3)
-                        }
+                    for i in 0..<16 {
+                        let j = chunk + i * 4
+                        w[i] = byte(j) << 24 | byte(j + 1) << 16 | byte(j + 2) << 8 | byte(j + 3)
                     }
                     for i in 16..<80 {
                         let x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]
