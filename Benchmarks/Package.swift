@@ -34,6 +34,16 @@ let package = Package(
             ],
             path: "Sources/EchoNIO"),
         .executableTarget(
+            name: "echo-floor",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "WebSocket", package: "swift-websocket-node"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/EchoFloor"),
+        .executableTarget(
             name: "echo-websocketkit",
             dependencies: [
                 "BenchSupport",

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Prints the table of a run.sh results file: medians per workload and server, and the ratio
-of ours to the best peer (for W5, the smallest memory), with the targets of issue 8."""
+of ours to the best peer (for W5, the smallest memory), with the targets of issue 8. When the
+run has the `floor` server (run.sh --floor: the least work NIO can do for the load generator,
+not a peer), its column and the ratio of ours to it are printed too."""
 import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ["ours", "nio", "websocketkit", "hummingbird"]
+PEERS = ["nio", "websocketkit", "hummingbird"]
 # workload, metric, higher is better, target ratio (None: informational), label
 ROWS = [
     ("W1", "msgs_per_s", True, 1.5, "W1 latency 64x1 32 B text: msgs/s"),
@@ -54,6 +56,9 @@ for (w, s, _rep), values in rows.items():
             data[(w, s, key)].append(v)
 
 
+SERVERS = ["ours"] + PEERS + (["floor"] if any(s == "floor" for (_w, s, _k) in data) else [])
+
+
 def median(w, s, key):
     values = data.get((w, s, key))
     return statistics.median(values) if values else None
@@ -65,14 +70,14 @@ def fmt(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
 
 
-header = f"{'workload':44} " + " ".join(f"{s:>13}" for s in SERVERS) + f" {'best peer':>13} {'ours/best':>9} {'target':>7}  met"
+header = f"{'workload':44} " + " ".join(f"{s:>13}" for s in SERVERS) + f" {'best peer':>13} {'ours/best':>9} {'target':>7}  met" + (f" {'ours/floor':>10}" if "floor" in SERVERS else "")
 print(header)
 print("-" * len(header))
 for w, key, higher, target, label in ROWS:
     values = {s: median(w, s, key) for s in SERVERS}
     if all(v is None for v in values.values()):
         continue
-    peers = {s: v for s, v in values.items() if s != "ours" and v is not None}
+    peers = {s: v for s, v in values.items() if s in PEERS and v is not None}
     best_name, best = (None, None)
     if peers:
         best_name = (max if higher else min)(peers, key=peers.get)
@@ -92,7 +97,11 @@ for w, key, higher, target, label in ROWS:
             cell += "!"
         cells.append(f"{cell:>13}")
     best_text = f"{fmt(best)} {best_name[:3] if best_name else ''}"
-    print(f"{label:44} " + " ".join(cells) + f" {best_text:>13} {fmt(ratio) if ratio else '-':>9} {target_text:>7}  {met}")
+    line = f"{label:44} " + " ".join(cells) + f" {best_text:>13} {fmt(ratio) if ratio else '-':>9} {target_text:>7}  {met:3}"
+    if "floor" in SERVERS:
+        floor = values["floor"]
+        line += f" {fmt(ours / floor) if ours is not None and floor else '-':>10}"
+    print(line.rstrip())
 
 mc1, mc2 = median("MC", "ours-1", "msgs_per_s"), median("MC", "ours-2", "msgs_per_s")
 if mc1 or mc2:

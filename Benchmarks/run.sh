@@ -5,7 +5,11 @@
 # other), repeats each measurement, and prints the medians and the ratio of ours to the best
 # peer. See README.md beside this script.
 #
-#   Benchmarks/run.sh [--reps 3] [--duration 5] [--warmup 1] [--only W1,W2,...] [--no-build] [--no-micro]
+#   Benchmarks/run.sh [--reps 3] [--duration 5] [--warmup 1] [--only W1,W2,...] [--no-build] [--no-micro] [--floor]
+#
+# --floor adds echo-floor to W1-W5: not a peer, the least work SwiftNIO can do to answer the load
+# generator (one handler, no HTTP parser, no validation); the table shows ours / floor, the part
+# of the cost that any library on NIO pays.
 #
 # Workloads: W1 W2 W3 W4 W5 W6a W6b MC (W2 on both cores) and MICRO.
 set -euo pipefail
@@ -17,6 +21,7 @@ WARMUP=1
 ONLY=""
 BUILD=1
 MICRO=1
+FLOOR=0
 SERVER_CPU=0
 LOAD_CPU=1
 IDLE_CONNS=10000
@@ -29,12 +34,14 @@ while [ $# -gt 0 ]; do
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --no-micro) MICRO=0; shift ;;
-    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro]" >&2; exit 2 ;;
+    --floor) FLOOR=1; shift ;;
+    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro] [--floor]" >&2; exit 2 ;;
     esac
 done
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 SERVERS=(ours nio websocketkit hummingbird)
+[ "$FLOOR" = 1 ] && SERVERS+=(floor)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=results/$STAMP
 mkdir -p "$OUT"

@@ -22,6 +22,7 @@ public struct EchoArguments: Sendable {
             switch argument {
             case "--threads": threads = Int(rest.popFirst() ?? "") ?? 1
             case "--deflate": deflate = true
+            case "--http": break  // echo-floor reads it itself
             default:
                 guard let port = Int(argument) else {
                     print("usage: \(arguments[0]) PORT [--threads N] [--deflate]")
