@@ -143,13 +143,21 @@ public final class WebSocketServer: Sendable {
             throw WebSocketError(.invalidArgument, "Invalid TLS configuration for \(host):\(port): \(error)")
         }
         let nodelay = configuration.disableNagleAlgorithm
-        let channel = try await ServerBootstrap(group: eventLoopGroup)
+        var bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
-            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+        #if os(Linux)
+        // Accepted sockets inherit TCP_NODELAY from the listening socket on Linux: one
+        // setsockopt per listener instead of one per connection (and no per-connection chain of
+        // option futures, ~5% of a handshake's CPU in the W4 profile).
+        bootstrap = bootstrap.serverChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
+        #else
+        bootstrap = bootstrap.childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
+        #endif
+        let channel = try await bootstrap
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 16)
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }

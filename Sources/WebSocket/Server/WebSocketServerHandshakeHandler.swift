@@ -3,15 +3,20 @@ import NIOHTTP1
 import NIOSSL
 
 /// Reads the HTTP request on a new server connection, checks the upgrade (RFC 6455 §4.2.1),
-/// hands a ``WebSocketRequest`` to the server, and on `accept` swaps the HTTP handlers for the
-/// connection's handler.
+/// hands a ``WebSocketRequest`` to the server, and on `accept` swaps the handshake handlers for
+/// the connection's handler.
+///
+/// The request head comes from the ``HandshakeRequestReader`` in front of it: straight from its
+/// fast path (``HTTPRequestHeadParser``), or, for any request outside that path's strict subset,
+/// as the `HTTPServerRequestPart`s of NIO's HTTP/1.1 decoder, which the reader then puts between
+/// the two. Responses other than the 101 are written as bytes by ``respond``.
 final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler, WebSocketHandshakeResponder {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
 
     private let server: WebSocketServer
-    private let encoder: HTTPResponseEncoder
-    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    /// Cleared when either handler leaves the pipeline (they hold each other).
+    fileprivate var reader: HandshakeRequestReader?
     private var context: ChannelHandlerContext?
     private var head: HTTPRequestHead?
     private var finished = false
@@ -21,23 +26,17 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     /// The request's Sec-WebSocket-Key, for the 101's Sec-WebSocket-Accept.
     private var connectionKey = ""
 
-    init(server: WebSocketServer, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    init(server: WebSocketServer) {
         self.server = server
-        self.encoder = encoder
-        self.decoder = decoder
     }
 
-    /// Adds the HTTP/1.1 handlers and the handshake handler to a fresh server channel.
+    /// Adds the handshake handlers to a fresh server channel.
     static func install(on channel: Channel, server: WebSocketServer) throws {
-        let encoder = HTTPResponseEncoder()
-        let limiter = HandshakeSizeLimiter(limit: server.configuration.maxHandshakeSize)
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-        let handshake = WebSocketServerHandshakeHandler(server: server, encoder: encoder, decoder: decoder)
-        handshake.limiter = limiter
-        try channel.pipeline.syncOperations.addHandlers([encoder, limiter, decoder, handshake])
+        let handshake = WebSocketServerHandshakeHandler(server: server)
+        let reader = HandshakeRequestReader(limit: server.configuration.maxHandshakeSize, handshake: handshake)
+        handshake.reader = reader
+        try channel.pipeline.syncOperations.addHandlers([reader, handshake])
     }
-
-    private var limiter: HandshakeSizeLimiter?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -55,6 +54,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         handshakeTimer?.cancel()
         requestTimer?.cancel()
         self.context = nil
+        reader = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -77,10 +77,16 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             break
         case .end:
             guard let head else { return }
-            finished = true
-            handshakeTimer?.cancel()
-            handleRequest(head, context: context)
+            received(head, context: context)
         }
+    }
+
+    /// A complete request head, from NIO's decoder or straight from the reader's fast path.
+    func received(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard !finished else { return }
+        finished = true
+        handshakeTimer?.cancel()
+        handleRequest(head, context: context)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -95,7 +101,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             context.close(promise: nil)
             return
         }
-        if error is HandshakeSizeLimiter.TooLarge {
+        if error is HandshakeRequestReader.TooLarge {
             server.upgradeErrorHandlers.emit(
                 WebSocketError(.handshakeFailed, "Request head larger than \(server.configuration.maxHandshakeSize) bytes"))
             respond(status: .init(statusCode: 431), headers: [:], body: "Request Header Fields Too Large")
@@ -160,18 +166,24 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         pendingRequest = nil
         requestTimer?.cancel()
         guard let context, context.channel.isActive else { return }
-        var headers = HTTPHeaders()
-        headers.add(name: "Connection", value: "close")
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        if !body.isEmpty {
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        var response = "HTTP/1.1 \(status.code) \(Self.fieldText(status.reasonPhrase))\r\n"
+        response += "Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        response += "Content-Length: \(body.utf8.count)\r\n"
+        for (name, value) in extra {
+            response += "\(Self.fieldText(name)): \(Self.fieldText(value))\r\n"
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+        response += "\r\n"
+        response += body
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }
+    }
+
+    /// `text` without the control characters (other than tab) that would end or split a line
+    /// of the response head: a header from the application cannot inject another.
+    static func fieldText(_ text: String) -> String {
+        if !text.utf8.contains(where: { $0 < 0x20 && $0 != 0x09 || $0 == 0x7F }) { return text }
+        return String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F || $0 == "\t" }))
     }
 
     func reject(status: Int, reason: String?, extraHeaders: [String: String]) {
@@ -196,17 +208,15 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             connection.channelHandler.abandon()
             return
         }
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandler(connection.channelHandler)
-            _ = pipeline.removeHandler(encoder)
-            context.channel.writeAndFlush(ByteBuffer(string: response), promise: nil)
-            if let limiter { _ = pipeline.removeHandler(limiter) }
+            // This handler leaves first: the bytes that followed the request (held by the reader,
+            // or by NIO's decoder on the slow path) go on to the connection's handler.
+            let reader = self.reader
             _ = pipeline.removeHandler(context: context)
-            // The decoder hands on the bytes that followed the request when it leaves; end that
-            // read burst so replies to them are flushed without waiting for the next packet.
-            let channel = context.channel
-            pipeline.removeHandler(decoder).whenSuccess { _ in channel.pipeline.fireChannelReadComplete() }
+            reader?.handOver(pipeline: pipeline)
         } catch {
             connection.channelHandler.abandon()
             context.close(promise: nil)
@@ -216,28 +226,121 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     }
 }
 
-/// Counts the bytes of a request head and stops them past the limit, so that a client cannot
-/// make the server buffer an endless head. Removed when the connection is upgraded.
-final class HandshakeSizeLimiter: ChannelInboundHandler, RemovableChannelHandler {
+/// The first handler of a server connection: counts the bytes of the handshake and stops them
+/// past the limit (so that a client cannot make the server buffer an endless head), and reads the
+/// request head with ``HTTPRequestHeadParser``'s fast path. A head outside that path's subset
+/// goes, bytes unchanged, to NIO's HTTP/1.1 decoder, which this handler then puts behind itself.
+/// Removed when the connection is upgraded; bytes held after the head go on to the connection.
+final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
     struct TooLarge: Error {}
 
+    private enum State {
+        /// Waiting for the end of the head.
+        case head
+        /// The fast path read the head; later bytes are held for the connection.
+        case handedOver
+        /// NIO's decoder reads the request; bytes pass through to it.
+        case decoder(ByteToMessageHandler<HTTPRequestDecoder>)
+    }
+
     private let limit: Int
+    private var handshake: WebSocketServerHandshakeHandler?
+    private var state = State.head
     private var seen = 0
     private var tripped = false
+    /// Bytes not yet parsed (in `.head`) or held for the connection (in `.handedOver`).
+    private var pending: ByteBuffer?
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int, handshake: WebSocketServerHandshakeHandler) {
+        self.limit = limit
+        self.handshake = handshake
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshake?.reader = nil
+        handshake = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !tripped else { return }
-        seen += unwrapInboundIn(data).readableBytes
+        var buffer = unwrapInboundIn(data)
+        seen += buffer.readableBytes
         if seen > limit {
             tripped = true
+            pending = nil
             context.fireErrorCaught(TooLarge())
             return
         }
-        context.fireChannelRead(data)
+        switch state {
+        case .decoder:
+            context.fireChannelRead(data)
+        case .handedOver:
+            pending.append(&buffer)
+        case .head:
+            if pending != nil {
+                pending!.writeBuffer(&buffer)
+                buffer = pending!
+                pending = nil
+            }
+            switch HTTPRequestHeadParser.parse(buffer) {
+            case .incomplete:
+                pending = buffer
+            case .parsed(let head, let length):
+                buffer.moveReaderIndex(forwardBy: length)
+                state = .handedOver
+                if buffer.readableBytes > 0 { pending = buffer }
+                if let handshake, let handshakeContext = try? context.pipeline.syncOperations.context(handler: handshake) {
+                    handshake.received(head, context: handshakeContext)
+                }
+            case .fallback:
+                let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+                do {
+                    try context.pipeline.syncOperations.addHandler(decoder, position: .after(self))
+                } catch {
+                    context.fireErrorCaught(error)
+                    return
+                }
+                state = .decoder(decoder)
+                context.fireChannelRead(wrapInboundOut(buffer))
+            }
+        }
+    }
+
+    /// Leaves the pipeline after the handshake handler has, handing the bytes that followed the
+    /// request to the handler after it (the connection's), then ends that read burst so replies
+    /// to them are flushed without waiting for the next packet.
+    func handOver(pipeline: ChannelPipeline.SynchronousOperations) {
+        let held = pending
+        pending = nil
+        switch state {
+        case .decoder(let decoder):
+            // The decoder hands on what it holds when it leaves.
+            _ = pipeline.removeHandler(self)
+            let channel = try? pipeline.context(handler: decoder).channel
+            pipeline.removeHandler(decoder).whenSuccess { _ in channel?.pipeline.fireChannelReadComplete() }
+        case .head, .handedOver:
+            guard let context = try? pipeline.context(handler: self) else { return }
+            if let held, held.readableBytes > 0 {
+                context.fireChannelRead(wrapInboundOut(held))
+                _ = pipeline.removeHandler(context: context)
+                pipeline.fireChannelReadComplete()
+            } else {
+                _ = pipeline.removeHandler(context: context)
+            }
+        }
+    }
+}
+
+extension Optional where Wrapped == ByteBuffer {
+    /// Appends `buffer` (taking it whole when there is nothing yet).
+    fileprivate mutating func append(_ buffer: inout ByteBuffer) {
+        if self == nil {
+            self = buffer
+        } else {
+            self!.writeBuffer(&buffer)
+        }
     }
 }
