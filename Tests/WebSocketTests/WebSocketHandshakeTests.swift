@@ -19,6 +19,27 @@ struct WebSocketHandshakeTests {
         #expect(WebSocketHandshake.isValidKey(a))
         #expect(!WebSocketHandshake.isValidKey("c2hvcnQ="))
         #expect(!WebSocketHandshake.isValidKey("not base64 at all!!!!!!="))
+        // The in-place check agrees with decoding on keys and near-keys: mutated valid keys,
+        // wrong lengths, padding in the wrong place, non-ASCII.
+        var random = SystemRandomNumberGenerator()
+        let alphabet = Array("ABCXYZabcxyz0189+/=-_ .é".unicodeScalars)
+        var valid = 0
+        for _ in 0..<20_000 {
+            var scalars = Array(WebSocketHandshake.makeKey().unicodeScalars)
+            for _ in 0..<Int.random(in: 0...2, using: &random) {
+                let index = Int.random(in: 0..<scalars.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: scalars[index] = alphabet.randomElement(using: &random)!
+                case 1: scalars.insert(alphabet.randomElement(using: &random)!, at: index)
+                default: scalars.remove(at: index)
+                }
+            }
+            let key = String(String.UnicodeScalarView(scalars))
+            let decoded = Base64.decode(key)?.count == 16
+            #expect(WebSocketHandshake.isValidKey(key) == decoded, "\(key)")
+            if decoded { valid += 1 }
+        }
+        #expect(valid > 1_000 && valid < 19_000)
     }
 
     @Test("SHA-1 matches known digests")

@@ -75,6 +75,25 @@ public final class WebSocketConnection: Sendable {
         var closed = false
         /// The socket error the connection failed with, if any: the messages sequence throws it.
         var failure: (any Error)?
+        /// The server that counts this connection, told first when it closes (a plain reference
+        /// rather than a close handler: no closure and token per connection). Cleared on close.
+        var server: WebSocketServer?
+    }
+
+    /// For a connection that closed before `server` counted it: tells the server, as a close
+    /// would have, on the event loop.
+    func reportClosedBeforeAttach(to server: WebSocketServer) {
+        let (code, description) = state.withLockedValue { ($0.closeReasonCode, $0.closeDescription ?? "") }
+        socket.eventLoop.execute { server.connectionClosed(self, code: code, description: description) }
+    }
+
+    /// Lets `server` count this connection; false if it has already closed.
+    func attach(to server: WebSocketServer) -> Bool {
+        state.withLockedValue { state in
+            guard !state.closed else { return false }
+            state.server = server
+            return true
+        }
     }
 
     // Event handlers.
@@ -390,15 +409,19 @@ public final class WebSocketConnection: Sendable {
 
     /// Called once by the handler when the socket has closed.
     func didClose() {
-        let (code, description, hasPending, handlers) = state.withLockedValue { state -> (Int, String, Bool, [@Sendable ((Int, String)) -> Void]) in
+        let (code, description, hasPending, handlers, server) = state.withLockedValue {
+            state -> (Int, String, Bool, [@Sendable ((Int, String)) -> Void], WebSocketServer?) in
             state.connected = false
             state.closed = true
             if state.closeReasonCode == -1 {
                 state.closeReasonCode = WebSocketCloseReason.abnormal
                 state.closeDescription = WebSocketCloseReason.description(for: WebSocketCloseReason.abnormal)
             }
-            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, events.takeCloseHandlers())
+            let server = state.server
+            state.server = nil
+            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, events.takeCloseHandlers(), server)
         }
+        server?.connectionClosed(self, code: code, description: description)
         // Close handlers first, so code after a `for try await … in messages` loop sees them run.
         for handler in handlers { handler((code, description)) }
         // Messages still waiting for a listener stay for one that comes later (the sequence

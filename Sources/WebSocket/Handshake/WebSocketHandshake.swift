@@ -19,7 +19,26 @@ public enum WebSocketHandshake {
 
     /// Whether a `Sec-WebSocket-Key` is well formed: base64 of exactly 16 bytes.
     public static func isValidKey(_ key: String) -> Bool {
-        Base64.decode(key)?.count == 16
+        // Base64 of 16 bytes: 22 characters of the alphabet, then "==" (checked in place: this
+        // runs in every handshake, and decoding allocated twice).
+        let utf8 = key.utf8
+        guard utf8.count == 24 else { return false }
+        var index = 0
+        for byte in utf8 {
+            if index >= 22 {
+                guard byte == UInt8(ascii: "=") else { return false }
+            } else {
+                switch byte {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                     UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"):
+                    break
+                default:
+                    return false
+                }
+            }
+            index += 1
+        }
+        return true
     }
 
     /// The comma-separated tokens of every `name` header, trimmed, empty ones dropped.

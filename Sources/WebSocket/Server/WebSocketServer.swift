@@ -344,14 +344,19 @@ public final class WebSocketServer: Sendable {
     }
 
     func connectionOpened(_ connection: WebSocketConnection) {
-        let id = ObjectIdentifier(connection)
-        state.withLockedValue { $0.connections[id] = connection }
-        connection.onClose { [weak self] code, description in
-            guard let self else { return }
-            self.state.withLockedValue { _ = $0.connections.removeValue(forKey: id) }
-            self.closeHandlers.emit((connection, code, description))
-        }
+        state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
+        let open = connection.attach(to: self)
         connectHandlers.emit(connection)
+        if !open {
+            // It closed before it was counted: count it out again, with its close event.
+            connection.reportClosedBeforeAttach(to: self)
+        }
+    }
+
+    /// A counted connection closed (called by the connection, before its own close handlers).
+    func connectionClosed(_ connection: WebSocketConnection, code: Int, description: String) {
+        state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(connection)) }
+        closeHandlers.emit((connection, code, description))
     }
 }
 

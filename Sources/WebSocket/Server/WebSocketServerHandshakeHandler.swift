@@ -157,8 +157,15 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         let request = WebSocketRequest(
             head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
         pendingRequest = request
-        requestTimer = server.requestTimeout(for: request, on: context.eventLoop)
         server.handleRequest(request)
+        // Most applications decide inside the request handler; a request still open after it
+        // gets the requestTimeout timer. (A decision taken meanwhile on another thread reaches
+        // this handler through the event loop, after this, and cancels the timer; the timer
+        // itself also checks.) Never schedule for a decided request: the timer would hold the
+        // request and this handler for requestTimeout after the connection went away.
+        if !request.isDecided && pendingRequest === request {
+            requestTimer = server.requestTimeout(for: request, on: context.eventLoop)
+        }
     }
 
     /// Answers with a plain HTTP response and closes the connection.
