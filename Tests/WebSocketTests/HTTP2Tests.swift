@@ -255,7 +255,7 @@ struct HTTP2Tests {
         let (server, port) = try await Self.h2Server()
         defer { Task { await server.stop() } }
         server.server.setHTTPHandler { head in
-            (.ok, ["X-Path": head.uri], "hello over \(head.version.major == 2 ? "h2" : "h1")")
+            (.ok, ["X-Path": head.uri, "Content-Type": "text/html", "Content-Length": "1"], "hello over \(head.version.major == 2 ? "h2" : "h1")")
         }
         let curl = Process()
         curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
@@ -272,6 +272,10 @@ struct HTTP2Tests {
         #expect(curl.terminationStatus == 0)
         #expect(text.hasPrefix("HTTP/2 200"))
         #expect(text.lowercased().contains("x-path: /page"))
+        // The application's content-type replaces the default; content-length stays the server's.
+        let lines = text.lowercased().split(separator: "\r\n").map(String.init)
+        #expect(lines.filter { $0.hasPrefix("content-type:") } == ["content-type: text/html"])
+        #expect(lines.filter { $0.hasPrefix("content-length:") } == ["content-length: 13"])
         #expect(text.hasSuffix("hello over h2"))
     }
 

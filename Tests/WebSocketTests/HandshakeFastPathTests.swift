@@ -212,6 +212,27 @@ struct HandshakeFastPathTests {
         #expect(body == "Forbidden")
     }
 
+    @Test("a plain response: the application's Content-Type replaces the default, the framing headers stay the server's")
+    func plainResponseHeaders() async throws {
+        let server = try await TestServer.start(setup: { server in
+            server.setHTTPHandler { head in
+                (.ok, ["content-type": "text/html", "Content-Length": "1", "Connection": "keep-alive", "Bad Name": "x", "X-Path": head.uri], "<p>hi</p>")
+            }
+        })
+        defer { Task { await server.stop() } }
+        let client = try await RawClient.connect(port: server.port)
+        try await client.send("GET /page?q=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        let head = try await client.readHTTPHead()
+        let lines = head.split(separator: "\r\n").map(String.init)
+        #expect(lines.first == "HTTP/1.1 200 OK")
+        #expect(lines.filter { $0.lowercased().hasPrefix("content-type:") } == ["content-type: text/html"])
+        #expect(lines.filter { $0.lowercased().hasPrefix("content-length:") } == ["Content-Length: 9"])
+        #expect(lines.filter { $0.lowercased().hasPrefix("connection:") } == ["Connection: close"])
+        #expect(lines.contains("X-Path: /page?q=1"))
+        #expect(!head.contains("Bad Name"))
+        #expect(try await client.readAllText() == "<p>hi</p>")
+    }
+
     @Test("accepted sockets have TCP_NODELAY as disableNagleAlgorithm says, and read up to 16 times per wake-up")
     func socketOptions() async throws {
         for nodelay in [true, false] {

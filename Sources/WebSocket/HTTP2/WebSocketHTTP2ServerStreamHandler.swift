@@ -147,9 +147,12 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         answered = true
         var headers = HPACKHeaders()
         headers.add(name: ":status", value: String(status))
-        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(body.utf8.count))
-        for (name, value) in extra.sorted(by: { $0.key < $1.key }) {
+        // The application's content-type replaces the default; content-length stays ours.
+        if !extra.keys.contains(where: { $0.lowercased() == "content-type" }) {
+            headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        }
+        for (name, value) in extra.sorted(by: { $0.key < $1.key }) where name.lowercased() != "content-length" {
             Self.add(name, value, to: &headers)
         }
         let bodyBytes = ByteBuffer(string: body)
