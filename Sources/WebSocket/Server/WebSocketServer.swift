@@ -48,6 +48,11 @@ public final class WebSocketServer: Sendable {
 
     /// A plain (non-upgrade) HTTP request handler: gets the request head and answers with a
     /// status, extra headers and a body.
+    ///
+    /// The body goes out as `text/plain; charset=utf-8` unless the headers name a `Content-Type`.
+    /// The server sets `Content-Length` and closes the connection after the answer, so a
+    /// `Content-Length`, `Transfer-Encoding` or `Connection` header given here is ignored, as is a
+    /// header whose name is not an HTTP token.
     public typealias PlainHTTPHandler = @Sendable (HTTPRequestHead) -> (status: HTTPResponseStatus, headers: [String: String], body: String)
 
     /// Creates a server. It listens once ``listen(host:port:tlsConfiguration:)`` is called
