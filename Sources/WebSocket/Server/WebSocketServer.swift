@@ -122,6 +122,15 @@ public final class WebSocketServer: Sendable {
 
     // MARK: Listening
 
+    /// The receive buffer sizes of accepted connections: NIO's adaptive sizes, but starting at
+    /// 512 bytes rather than 2 KiB. NIO keeps a connection's receive buffer for its next read for
+    /// as long as the connection is open, at the largest size it has had, so for an idle
+    /// connection the first size is most of what it costs beyond NIO's own objects. A handshake
+    /// of up to 512 bytes fits in one read; a longer one (a browser's is ~600 bytes) takes
+    /// another and leaves a 1 KiB buffer. A buffer that a read fills doubles for the next read,
+    /// up to 64 KiB, as with NIO's default.
+    static let receiveBufferSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 64 * 1024)
+
     /// Adds the server's HTTP/1.1 and handshake handlers to `channel`, for users who run their own
     /// NIO server: call it from a `childChannelInitializer`, on the channel's event loop. Upgrade
     /// requests then become `request` events of this server like those of its own listeners.
@@ -163,6 +172,7 @@ public final class WebSocketServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 16)
+                    try channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: Self.receiveBufferSizes)
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }

@@ -305,7 +305,7 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
             }
             switch HTTPRequestHeadParser.parse(buffer) {
             case .incomplete:
-                pending = buffer
+                pending = buffer.ownStorage()
             case .parsed(let head, let length):
                 buffer.moveReaderIndex(forwardBy: length)
                 state = .handedOver
@@ -353,12 +353,24 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
 }
 
 extension Optional where Wrapped == ByteBuffer {
-    /// Appends `buffer` (taking it whole when there is nothing yet).
+    /// Appends `buffer` (a copy of it when there is nothing yet: see `ownStorage`).
     fileprivate mutating func append(_ buffer: inout ByteBuffer) {
         if self == nil {
-            self = buffer
+            self = buffer.ownStorage()
         } else {
             self!.writeBuffer(&buffer)
         }
+    }
+}
+
+extension ByteBuffer {
+    /// The readable bytes, copied into storage of their own. Input kept across reads must not
+    /// keep the channel's receive buffer: NIO reuses that buffer only while nobody else holds it,
+    /// and otherwise allocates another and keeps both (up to `maxMessagesPerRead` of them) for
+    /// the rest of the connection's life.
+    fileprivate func ownStorage() -> ByteBuffer {
+        var copy = ByteBufferAllocator().buffer(capacity: readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
     }
 }
