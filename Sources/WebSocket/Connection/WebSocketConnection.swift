@@ -59,11 +59,19 @@ public final class WebSocketConnection: Sendable {
     /// The logger this connection reports to.
     public let logger: Logger
 
-    let options: WebSocketConnectionOptions
+    /// Whether the connection runs on an HTTP/2 stream (the rest of its options are the handler's).
+    private let isHTTP2Stream: Bool
+    /// The most bytes of inbound messages that wait for a first listener before reading pauses.
+    private let maxPendingBytes: Int
+    /// Everything any thread may touch, behind one lock.
     private let state = NIOLockedValueBox(PublicState())
-    private let handler: NIOLoopBoundBox<WebSocketConnectionHandler>
+    /// Touched on the event loop only (checked in debug builds). Not an `NIOLoopBoundBox`: that
+    /// is one more object per connection, and a second event loop check on every send.
+    private nonisolated(unsafe) let handler: WebSocketConnectionHandler
 
     private struct PublicState {
+        /// The handler lists of the connection's events.
+        var handlers = WebSocketConnectionHandlers()
         var connected = true
         var closeReasonCode = -1
         var closeDescription: String?
@@ -96,9 +104,6 @@ public final class WebSocketConnection: Sendable {
         }
     }
 
-    // Event handlers.
-    let events = WebSocketConnectionEvents()
-
     /// Creates the connection on `channel`'s event loop and installs its handler as the last one
     /// of the pipeline. Internal: connections are made by `WebSocketRequest.accept` and
     /// `WebSocketClient.connect`.
@@ -115,26 +120,26 @@ public final class WebSocketConnection: Sendable {
     ) {
         self.socket = channel
         self.role = role
-        self.options = options
+        self.isHTTP2Stream = options.isHTTP2Stream
+        self.maxPendingBytes = options.maxReceivedMessageSize
         self.protocol = `protocol`
         self.extensions = extensions
         self.remoteAddress = remoteAddress
         self.webSocketVersion = webSocketVersion
         self.logger = logger
-        self.handler = NIOLoopBoundBox.makeBoxSendingValue(
-            WebSocketConnectionHandler(role: role, options: options, codecs: codecs), eventLoop: channel.eventLoop)
+        self.handler = WebSocketConnectionHandler(role: role, options: options, codecs: codecs)
     }
 
     /// The channel handler to add to the pipeline (on the event loop).
     var channelHandler: WebSocketConnectionHandler {
-        let handler = self.handler.value
+        socket.eventLoop.assertInEventLoop()
         handler.connection = self
         return handler
     }
 
     /// Whether the connection runs on a stream of an HTTP/2 connection (RFC 8441) rather than
     /// on a TCP connection of its own; `socket.parent` is then the shared TCP connection.
-    public var isHTTP2: Bool { options.isHTTP2Stream }
+    public var isHTTP2: Bool { isHTTP2Stream }
 
     /// Whether the connection is open: false from the moment a close starts. Read-only.
     public var connected: Bool { state.withLockedValue { $0.connected } }
@@ -151,7 +156,7 @@ public final class WebSocketConnection: Sendable {
     /// fragments when `assembleFragments` is on). Starts inbound delivery.
     @discardableResult
     public func onMessage(_ handler: @escaping @Sendable (WebSocketMessage) -> Void) -> WebSocketHandlerToken {
-        let token = events.add(\.message, handler)
+        let token = addHandler(\.message, handler)
         consumerAttached()
         return token
     }
@@ -160,7 +165,7 @@ public final class WebSocketConnection: Sendable {
     /// off. Starts inbound delivery.
     @discardableResult
     public func onFrame(_ handler: @escaping @Sendable (WebSocketFrame) -> Void) -> WebSocketHandlerToken {
-        let token = events.add(\.frame, handler)
+        let token = addHandler(\.frame, handler)
         consumerAttached()
         return token
     }
@@ -173,7 +178,8 @@ public final class WebSocketConnection: Sendable {
         // Under the state lock, so that a close cannot slip between the check and the add.
         let registered = state.withLockedValue { state -> Result<WebSocketHandlerToken, CloseInfo> in
             if state.closed { return .failure(CloseInfo(code: state.closeReasonCode, description: state.closeDescription ?? "")) }
-            return .success(events.add(\.close) { handler($0.0, $0.1) })
+            let id = state.handlers.add(\.close) { handler($0.0, $0.1) }
+            return .success(token(for: id))
         }
         switch registered {
         case .success(let token):
@@ -187,31 +193,53 @@ public final class WebSocketConnection: Sendable {
     /// Registers a handler for `error`: a socket error. A `close` event follows.
     @discardableResult
     public func onError(_ handler: @escaping @Sendable (any Error) -> Void) -> WebSocketHandlerToken {
-        events.add(\.error, handler)
+        addHandler(\.error, handler)
     }
 
     /// Registers a handler for `ping(cancel, data)`. Calling `cancel()` inside the handler stops
     /// the automatic pong reply.
     @discardableResult
     public func onPing(_ handler: @escaping @Sendable (_ cancel: WebSocketPingCancel, _ data: ByteBuffer) -> Void) -> WebSocketHandlerToken {
-        events.add(\.ping) { handler($0.0, $0.1) }
+        addHandler(\.ping) { handler($0.0, $0.1) }
     }
 
     /// Registers a handler for `pong(data)`.
     @discardableResult
     public func onPong(_ handler: @escaping @Sendable (ByteBuffer) -> Void) -> WebSocketHandlerToken {
-        events.add(\.pong, handler)
+        addHandler(\.pong, handler)
     }
 
     /// Registers a handler for `drain`: the socket's write buffer has emptied below its low
     /// watermark after being full.
     @discardableResult
     public func onDrain(_ handler: @escaping @Sendable () -> Void) -> WebSocketHandlerToken {
-        events.add(\.drain) { _ in handler() }
+        addHandler(\.drain) { _ in handler() }
     }
 
     /// Unregisters a handler.
     public func removeHandler(_ token: WebSocketHandlerToken) { token.cancel() }
+
+    private func addHandler<Argument>(
+        _ list: WritableKeyPath<WebSocketConnectionHandlers, WebSocketConnectionHandlers.List<Argument>>,
+        _ handler: @escaping @Sendable (Argument) -> Void
+    ) -> WebSocketHandlerToken {
+        token(for: state.withLockedValue { $0.handlers.add(list, handler) })
+    }
+
+    /// The token that removes handler `id`. It holds the locked state, not the connection: no
+    /// weak reference (a side table per connection) and no cycle.
+    private func token(for id: UInt64) -> WebSocketHandlerToken {
+        WebSocketHandlerToken(id: id) { [state] id in state.withLockedValue { $0.handlers.remove(id) } }
+    }
+
+    /// Calls every handler of `list` with `argument` (a copy of the list taken under the lock, so
+    /// a handler may register or remove handlers); returns whether there was any.
+    @discardableResult
+    func emit<Argument>(_ list: KeyPath<WebSocketConnectionHandlers, WebSocketConnectionHandlers.List<Argument>>, _ argument: Argument) -> Bool {
+        let handlers = state.withLockedValue { $0.handlers[keyPath: list] }
+        for entry in handlers { entry.handler(argument) }
+        return !handlers.isEmpty
+    }
 
     /// Inbound messages as an async sequence: `for try await message in connection.messages`.
     ///
@@ -353,9 +381,9 @@ public final class WebSocketConnection: Sendable {
 
     func onLoop(_ body: @escaping @Sendable (WebSocketConnectionHandler) -> Void) {
         if socket.eventLoop.inEventLoop {
-            body(handler.value)
+            body(handler)
         } else {
-            socket.eventLoop.execute { body(self.handler.value) }
+            socket.eventLoop.execute { body(self.handler) }
         }
     }
 
@@ -371,7 +399,7 @@ public final class WebSocketConnection: Sendable {
     private func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
         // On the loop (an echo from onMessage, say), call straight through: no closure to allocate.
         if socket.eventLoop.inEventLoop {
-            handler.value.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion)
+            handler.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion)
             return
         }
         onLoop { $0.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion) }
@@ -419,7 +447,9 @@ public final class WebSocketConnection: Sendable {
             }
             let server = state.server
             state.server = nil
-            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, events.takeCloseHandlers(), server)
+            let handlers = state.handlers.close.map(\.handler)
+            state.handlers.close.removeAll()
+            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, handlers, server)
         }
         server?.connectionClosed(self, code: code, description: description)
         // Close handlers first, so code after a `for try await … in messages` loop sees them run.
@@ -427,7 +457,7 @@ public final class WebSocketConnection: Sendable {
         // Messages still waiting for a listener stay for one that comes later (the sequence
         // then yields them and ends).
         if !hasPending { finishMessages() }
-        events.removeAll()
+        state.withLockedValue { $0.handlers.removeAll() }
     }
 
     /// How a connection ended, for a close handler registered too late.
@@ -446,28 +476,48 @@ public final class WebSocketConnection: Sendable {
     }
 
     /// Hands a `.message` or `.frame` event to the listeners, or keeps it for the first one.
+    ///
+    /// One lock per message: whether it must wait, and who gets it, are read together.
     func deliver(_ event: WebSocketReceiver.Event) -> Delivery {
-        let waiting = state.withLockedValue { state -> Bool in
-            let noListener = state.messageSource == nil && events.hasNoDataListener
-            guard noListener || !state.pending.isEmpty else { return false }
-            state.pending.append(event)
-            state.pendingBytes += event.payloadSize
-            return true
+        let target = state.withLockedValue { state -> Target in
+            let noListener = state.messageSource == nil && state.handlers.hasNoDataListener
+            if noListener || !state.pending.isEmpty {
+                state.pending.append(event)
+                state.pendingBytes += event.payloadSize
+                return .waiting(overLimit: state.pendingBytes > maxPendingBytes)
+            }
+            return Self.target(of: event, in: &state)
         }
-        if waiting {
-            return state.withLockedValue { $0.pendingBytes } > options.maxReceivedMessageSize ? .awaitingConsumer : .delivered
-        }
-        return emit(event)
+        return deliver(event, to: target)
     }
 
-    private func emit(_ event: WebSocketReceiver.Event) -> Delivery {
+    /// Who gets an inbound event.
+    private enum Target {
+        case waiting(overLimit: Bool)
+        case frame(WebSocketConnectionHandlers.List<WebSocketFrame>)
+        case message(WebSocketConnectionHandlers.List<WebSocketMessage>, WebSocketMessageSequence.Source?)
+        case nobody
+    }
+
+    private static func target(of event: WebSocketReceiver.Event, in state: inout PublicState) -> Target {
         switch event {
-        case .frame(let frame):
-            events.emit(\.frame, frame)
+        case .frame: return .frame(state.handlers.frame)
+        case .message: return .message(state.handlers.message, state.messageSource)
+        default: return .nobody
+        }
+    }
+
+    /// Calls the handlers outside the lock, in registration order, then the async sequence.
+    private func deliver(_ event: WebSocketReceiver.Event, to target: Target) -> Delivery {
+        switch (event, target) {
+        case (_, .waiting(let overLimit)):
+            return overLimit ? .awaitingConsumer : .delivered
+        case (.frame(let frame), .frame(let handlers)):
+            for entry in handlers { entry.handler(frame) }
             return .delivered
-        case .message(let message):
-            events.emit(\.message, message)
-            guard let source = state.withLockedValue({ $0.messageSource }) else { return .delivered }
+        case (.message(let message), .message(let handlers, let source)):
+            for entry in handlers { entry.handler(message) }
+            guard let source else { return .delivered }
             switch source.yield(message) {
             case .produceMore, .dropped: return .delivered
             case .stopProducing: return .backpressure
@@ -480,7 +530,7 @@ public final class WebSocketConnection: Sendable {
     /// Delivers, in order, what waited for a listener (on the event loop, or after close).
     func flushPending() {
         let waiting = state.withLockedValue { state -> [WebSocketReceiver.Event] in
-            let noListener = state.messageSource == nil && self.events.hasNoDataListener
+            let noListener = state.messageSource == nil && state.handlers.hasNoDataListener
             if noListener { return [] }
             defer {
                 state.pending.removeAll()
@@ -488,12 +538,14 @@ public final class WebSocketConnection: Sendable {
             }
             return state.pending
         }
-        for event in waiting { _ = emit(event) }
+        for event in waiting {
+            _ = deliver(event, to: state.withLockedValue { Self.target(of: event, in: &$0) })
+        }
         if state.withLockedValue({ $0.closed }) { finishMessages() }
     }
 
     func emitError(_ error: any Error) {
-        events.emit(\.error, error)
+        emit(\.error, error)
         // The close follows; the messages sequence ends with this error then, after any message
         // still waiting for a listener.
         state.withLockedValue { $0.failure = $0.failure ?? error }

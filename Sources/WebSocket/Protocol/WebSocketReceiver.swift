@@ -48,7 +48,9 @@ struct WebSocketReceiver {
 
     var options: Options
     private var state = State.header
-    private let allocator = ByteBufferAllocator()
+    /// Made where used: a stored allocator (four function pointers) would be 32 bytes of every
+    /// connection.
+    private var allocator: ByteBufferAllocator { ByteBufferAllocator() }
 
     /// Header bytes of a header split across inputs (at most 14).
     private var headerStash: [UInt8] = []
