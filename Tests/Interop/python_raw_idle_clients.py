@@ -3,12 +3,13 @@
 (HOW = "whole": the request in one write; "split": in two writes, the second 50 ms after the first,
 so that the server reads it in two parts), sends one masked 32-byte text frame on each and checks
 its echo, prints "READY <count>", then holds the connections idle for 60 s (the test kills it
-sooner).
+sooner). HOW = "burst": the request in one write, then 1 MiB in 64 binary frames of 16 KiB on
+each connection instead of the echo (the server is not expected to answer them).
 
 No WebSocket library: the bytes on the wire are exactly these, so the server's memory per
 connection can be compared between the two ways of sending the same request.
 
-Usage: python_raw_idle_clients.py <port> <count> <whole|split>
+Usage: python_raw_idle_clients.py <port> <count> <whole|split|burst>
 """
 import base64
 import os
@@ -56,9 +57,16 @@ def main():
         time.sleep(0.05)
         for sock, request in zip(sockets, requests):
             sock.sendall(request[cut:])
+    chunk = os.urandom(16384)
     for i, sock in enumerate(sockets):
         head = read_until(sock, b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
+        if how == "burst":
+            mask = os.urandom(4)
+            masked = bytes(b ^ mask[j % 4] for j, b in enumerate(chunk))
+            frame = bytes([0x82, 0x80 | 126]) + len(chunk).to_bytes(2, "big") + mask + masked
+            sock.sendall(frame * 64)
+            continue
         payload = (b"idle-%06d-" % i).ljust(32, b"x")
         mask = os.urandom(4)
         sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[j % 4] for j, b in enumerate(payload)))

@@ -47,8 +47,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var awaitingConsumer = false
     private var userPaused = false
     private var streamBackpressure = false
-    /// Input held while delivery pauses, in order. Rarely used: an empty array allocates nothing
-    /// (a `CircularBuffer` allocates its storage up front, 56 bytes per idle connection).
+    /// Input held while delivery pauses, in order, copied out of the channel's receive buffers
+    /// (see `ownStorage`). Rarely used: an empty array allocates nothing (a `CircularBuffer`
+    /// allocates its storage up front, 56 bytes per idle connection).
     private var held: [ByteBuffer] = []
     private var pendingRead = false
     private var inReadLoop = false
@@ -156,7 +157,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         lastActivity = .now()
         let buffer = unwrapInboundIn(data)
         if isHolding || !held.isEmpty {
-            held.append(buffer)
+            held.append(buffer.ownStorage())
             return
         }
         process(buffer)
@@ -191,7 +192,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         while let event = receiver.next(from: &buffer) {
             handle(event)
             if isHolding && buffer.readableBytes > 0 {
-                held.insert(buffer, at: 0)
+                held.insert(buffer.ownStorage(), at: 0)
                 return
             }
         }

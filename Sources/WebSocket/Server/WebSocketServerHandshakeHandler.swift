@@ -362,15 +362,3 @@ extension Optional where Wrapped == ByteBuffer {
         }
     }
 }
-
-extension ByteBuffer {
-    /// The readable bytes, copied into storage of their own. Input kept across reads must not
-    /// keep the channel's receive buffer: NIO reuses that buffer only while nobody else holds it,
-    /// and otherwise allocates another and keeps both (up to `maxMessagesPerRead` of them) for
-    /// the rest of the connection's life.
-    fileprivate func ownStorage() -> ByteBuffer {
-        var copy = ByteBufferAllocator().buffer(capacity: readableBytes)
-        copy.writeImmutableBuffer(self)
-        return copy
-    }
-}
