@@ -139,3 +139,20 @@ extension IdleMemoryTests {
         #expect(afterPause < plain + 16 * 1024)
     }
 }
+
+extension IdleMemoryTests {
+    @Test("server and client connections read into receive buffers of 512 bytes growing to 16 KiB")
+    func receiveBufferSizes() async throws {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections()
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url)
+        let serverSide = try await accepted.value()
+        for connection in [serverSide, client] {
+            let allocator = try await connection.socket.getOption(ChannelOptions.recvAllocator).get()
+            let adaptive = try #require(allocator as? AdaptiveRecvByteBufferAllocator, "\(connection.role): \(allocator)")
+            #expect(adaptive.initial == 512, "\(connection.role)")
+            #expect(adaptive.maximum == 16 * 1024, "\(connection.role)")
+        }
+        try client.close()
+    }
+}

@@ -415,6 +415,7 @@ public final class WebSocketClient: Sendable {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(handshakeTimeout))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
+            .channelOption(ChannelOptions.recvAllocator, value: WebSocketReceiveBuffers.sizes)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations

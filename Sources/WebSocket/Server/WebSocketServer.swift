@@ -122,18 +122,6 @@ public final class WebSocketServer: Sendable {
 
     // MARK: Listening
 
-    /// The receive buffer sizes of accepted connections: NIO's adaptive sizes, from 512 bytes to
-    /// 16 KiB instead of from 2 KiB to 64 KiB. NIO keeps a connection's receive buffer for its
-    /// next read for as long as the connection is open, at the largest size it has had, so an
-    /// idle connection costs its first size, and one that once received a large message costs
-    /// the largest. A handshake of up to 512 bytes fits in one read; a longer one (a browser's
-    /// is ~600 bytes) takes another and leaves a 1 KiB buffer. A buffer that a read fills doubles
-    /// for the next read. Measured (Benchmarks, W3: 64 KiB messages, 6 interleaved runs): 16 KiB
-    /// reads echo 25% more per second than 64 KiB ones (18.7 against 23.8 µs of server CPU per
-    /// message; the unmasking reads bytes the copy from the kernel just left in the cache), and
-    /// an idle connection after a 1 MiB burst keeps 20 KiB instead of 68.
-    static let receiveBufferSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 16 * 1024)
-
     /// Adds the server's HTTP/1.1 and handshake handlers to `channel`, for users who run their own
     /// NIO server: call it from a `childChannelInitializer`, on the channel's event loop. Upgrade
     /// requests then become `request` events of this server like those of its own listeners.
@@ -175,7 +163,7 @@ public final class WebSocketServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.syncOptions?.setOption(ChannelOptions.maxMessagesPerRead, value: 16)
-                    try channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: Self.receiveBufferSizes)
+                    try channel.syncOptions?.setOption(ChannelOptions.recvAllocator, value: WebSocketReceiveBuffers.sizes)
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
