@@ -10,7 +10,8 @@ enum WebSocketReceiveBuffers {
     /// is ~600 bytes) takes another and leaves a 1 KiB buffer. A buffer that a read fills doubles
     /// for the next read. Measured (Benchmarks, W3: 64 KiB messages, 6 interleaved runs): 16 KiB
     /// reads echo 25% more per second than 64 KiB ones (18.7 against 23.8 µs of server CPU per
-    /// message; the unmasking reads bytes the copy from the kernel just left in the cache), and
+    /// message; probably because the unmasking reads bytes the copy from the kernel has just left
+    /// in the cache), and
     /// an idle connection after a 1 MiB burst keeps 20 KiB instead of 68.
     static let sizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 16 * 1024)
 }
