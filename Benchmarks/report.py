@@ -2,7 +2,8 @@
 """Prints the table of a run.sh results file: medians per workload and server, and the ratio
 of ours to the best peer (for W5, the smallest memory), with the targets of issue 8. When the
 run has the `floor` server (run.sh --floor: the least work NIO can do for the load generator,
-not a peer), its column and the ratio of ours to it are printed too."""
+not a peer), its column and the ratio of ours to it are printed too; so is the column of Python
+`websockets` (run.sh --python), a reference that is not a peer either."""
 import statistics
 import sys
 from collections import defaultdict
@@ -56,7 +57,8 @@ for (w, s, _rep), values in rows.items():
             data[(w, s, key)].append(v)
 
 
-SERVERS = ["ours"] + PEERS + (["floor"] if any(s == "floor" for (_w, s, _k) in data) else [])
+# Not peers: `floor` (run.sh --floor) and Python `websockets` (run.sh --python), when the run has them.
+SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python") if any(s == r for (_w, s, _k) in data)]
 
 
 def median(w, s, key):

@@ -5,11 +5,15 @@
 # other), repeats each measurement, and prints the medians and the ratio of ours to the best
 # peer. See README.md beside this script.
 #
-#   Benchmarks/run.sh [--reps 3] [--duration 5] [--warmup 1] [--only W1,W2,...] [--no-build] [--no-micro] [--floor]
+#   Benchmarks/run.sh [--reps 3] [--duration 5] [--warmup 1] [--only W1,W2,...] [--no-build] [--no-micro] [--floor] [--python]
 #
 # --floor adds echo-floor to W1-W5: not a peer, the least work SwiftNIO can do to answer the load
 # generator (one handler, no HTTP parser, no validation); the table shows ours / floor, the part
 # of the cost that any library on NIO pays.
+#
+# --python adds Python `websockets` (python/echo_websockets.py) to W1-W3: not a Swift peer, the
+# reference the issue names for W3. It uses the project's .venv (scripts/test.sh makes it) or
+# makes one here.
 #
 # Workloads: W1 W2 W3 W4 W5 W6a W6b MC (W2 on both cores) and MICRO.
 set -euo pipefail
@@ -22,6 +26,7 @@ ONLY=""
 BUILD=1
 MICRO=1
 FLOOR=0
+PYTHON_REF=0
 SERVER_CPU=0
 LOAD_CPU=1
 IDLE_CONNS=10000
@@ -35,13 +40,17 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --no-micro) MICRO=0; shift ;;
     --floor) FLOOR=1; shift ;;
-    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro] [--floor]" >&2; exit 2 ;;
+    --python) PYTHON_REF=1; shift ;;
+    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro] [--floor] [--python]" >&2; exit 2 ;;
     esac
 done
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 SERVERS=(ours nio websocketkit hummingbird)
 [ "$FLOOR" = 1 ] && SERVERS+=(floor)
+# Echo workloads only (W1-W3): the Python reference.
+REFERENCE=()
+[ "$PYTHON_REF" = 1 ] && REFERENCE=(python)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=results/$STAMP
 mkdir -p "$OUT"
@@ -57,6 +66,15 @@ BIN=$(swift build -c release --show-bin-path)
 mkdir -p .build
 gcc -O2 -Wall -o .build/loadgen loadgen/loadgen.c -lz
 LOADGEN=$PWD/.build/loadgen
+if [ "$PYTHON_REF" = 1 ]; then
+    PYTHON=$PWD/../.venv/bin/python
+    if ! "$PYTHON" -c "import websockets" 2>/dev/null; then
+        PYTHON=$PWD/.venv/bin/python
+        "$PYTHON" -c "import websockets" 2>/dev/null || {
+            python3 -m venv .venv && .venv/bin/pip install --quiet --disable-pip-version-check 'websockets>=15,<18'
+        }
+    fi
+fi
 
 # 10,000 idle connections need that many descriptors in each process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -83,7 +101,11 @@ start_server() { # name cpus [args...]
     shift 2
     PORT=$((PORT + 1))
     [ "$PORT" -gt 29900 ] && PORT=29001
-    taskset -c "$cpus" "$BIN/echo-$name" "$PORT" "$@" > "$OUT/server-$name.log" 2>&1 &
+    if [ "$name" = python ]; then
+        taskset -c "$cpus" "$PYTHON" python/echo_websockets.py "$PORT" > "$OUT/server-$name.log" 2>&1 &
+    else
+        taskset -c "$cpus" "$BIN/echo-$name" "$PORT" "$@" > "$OUT/server-$name.log" 2>&1 &
+    fi
     SERVER_PID=$!
     for _ in $(seq 1 200); do
         grep -q listening "$OUT/server-$name.log" 2>/dev/null && return 0
@@ -156,9 +178,9 @@ run_echo() { # workload servers... -- loadgen args
 }
 
 # ---------------------------------------------------------------- workloads
-run_echo W1 "${SERVERS[@]}" -- --mode echo --conns 64 --inflight 1 --size 32 --text
-run_echo W2 "${SERVERS[@]}" -- --mode echo --conns 64 --inflight 16 --size 32
-run_echo W3 "${SERVERS[@]}" -- --mode echo --conns 8 --inflight 4 --size 65536
+run_echo W1 "${SERVERS[@]}" "${REFERENCE[@]}" -- --mode echo --conns 64 --inflight 1 --size 32 --text
+run_echo W2 "${SERVERS[@]}" "${REFERENCE[@]}" -- --mode echo --conns 64 --inflight 16 --size 32
+run_echo W3 "${SERVERS[@]}" "${REFERENCE[@]}" -- --mode echo --conns 8 --inflight 4 --size 65536
 run_echo W4 "${SERVERS[@]}" -- --mode handshake --conns 32 --sources 8
 
 if wanted W5; then
