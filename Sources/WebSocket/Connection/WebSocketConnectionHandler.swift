@@ -160,7 +160,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             held.append(buffer.ownStorage())
             return
         }
-        process(buffer)
+        process(buffer, fromChannel: true)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -184,15 +184,17 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Runs the receiver over `buffer`, acting on each event. Stops early (stashing the rest)
-    /// when delivery must pause.
-    private func process(_ input: ByteBuffer) {
+    /// when delivery must pause. The rest of a channel's buffer is stashed as a copy; the rest of
+    /// one that was held already is ours and is stashed as it is (copying it on every pause would
+    /// copy a large held buffer once per message under backpressure).
+    private func process(_ input: ByteBuffer, fromChannel: Bool) {
         var buffer = input
         inReadLoop = true
         defer { inReadLoop = false }
         while let event = receiver.next(from: &buffer) {
             handle(event)
             if isHolding && buffer.readableBytes > 0 {
-                held.insert(buffer.ownStorage(), at: 0)
+                held.insert(fromChannel ? buffer.ownStorage() : buffer, at: 0)
                 return
             }
         }
@@ -247,7 +249,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private func resumeIfPossible() {
         guard let context, !isHolding, closeState != .closed else { return }
         while !isHolding, !held.isEmpty {
-            process(held.removeFirst())
+            process(held.removeFirst(), fromChannel: false)
         }
         flushIfNeeded()
         if !isHolding && pendingRead {

@@ -298,6 +298,9 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
         case .handedOver:
             pending.append(&buffer)
         case .head:
+            // Input kept across reads is in storage of its own (see `ownStorage`): the first
+            // part is copied out of the channel's buffer, later parts are appended to it.
+            let fromChannel = pending == nil
             if pending != nil {
                 pending!.writeBuffer(&buffer)
                 buffer = pending!
@@ -305,7 +308,7 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
             }
             switch HTTPRequestHeadParser.parse(buffer) {
             case .incomplete:
-                pending = buffer.ownStorage()
+                pending = fromChannel ? buffer.ownStorage() : buffer
             case .parsed(let head, let length):
                 buffer.moveReaderIndex(forwardBy: length)
                 state = .handedOver
