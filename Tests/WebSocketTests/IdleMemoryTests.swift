@@ -15,8 +15,8 @@ import Glibc
 @Suite("idle connection memory", .serialized)
 struct IdleMemoryTests {
     /// Opens `count` connections upgraded with the same request, sent `how` ("whole", or
-    /// "split" in two writes), each after one echo; returns the holding process and the heap
-    /// growth per connection in bytes.
+    /// "split" in two writes, each then one echo; or "burst": 1 MiB each, no echo); returns the
+    /// holding process and the heap growth per connection in bytes.
     static func open(_ server: TestServer, _ how: String, count: Int) async throws -> (PeerProcess, Double) {
         let before = try heapInUse()
         let peer = try PeerProcess(

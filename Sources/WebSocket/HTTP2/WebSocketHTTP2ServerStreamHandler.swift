@@ -148,11 +148,7 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         var headers = HPACKHeaders()
         headers.add(name: ":status", value: String(status))
         headers.add(name: "content-length", value: String(body.utf8.count))
-        // The application's content-type replaces the default; content-length stays ours.
-        if !extra.keys.contains(where: { $0.lowercased() == "content-type" }) {
-            headers.add(name: "content-type", value: "text/plain; charset=utf-8")
-        }
-        for (name, value) in extra.sorted(by: { $0.key < $1.key }) where name.lowercased() != "content-length" {
+        for (name, value) in WebSocketServer.plainAnswerHeaders(extra) {
             Self.add(name, value, to: &headers)
         }
         let bodyBytes = ByteBuffer(string: body)

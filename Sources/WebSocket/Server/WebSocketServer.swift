@@ -55,6 +55,25 @@ public final class WebSocketServer: Sendable {
     /// header whose name is not an HTTP token.
     public typealias PlainHTTPHandler = @Sendable (HTTPRequestHead) -> (status: HTTPResponseStatus, headers: [String: String], body: String)
 
+    /// The headers of a plain answer (a rejection, or the plain HTTP handler's) after its
+    /// length, for HTTP/1.1 and HTTP/2 alike: the default Content-Type unless `extra` names one,
+    /// then `extra` in name order without the headers that frame the response (Content-Length,
+    /// Transfer-Encoding, Connection: the server's alone). Each protocol still drops the names
+    /// it cannot carry.
+    static func plainAnswerHeaders(_ extra: [String: String]) -> [(name: String, value: String)] {
+        var headers: [(name: String, value: String)] = []
+        if !extra.keys.contains(where: { $0.lowercased() == "content-type" }) {
+            headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        }
+        for (name, value) in extra.sorted(by: { $0.key < $1.key }) {
+            switch name.lowercased() {
+            case "content-length", "transfer-encoding", "connection": continue
+            default: headers.append((name, value))
+            }
+        }
+        return headers
+    }
+
     /// Creates a server. It listens once ``listen(host:port:tlsConfiguration:)`` is called
     /// (or, as a `Service`, when ``run()`` starts its `listeners`).
     ///

@@ -175,25 +175,13 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         guard let context, context.channel.isActive else { return }
         var response = "HTTP/1.1 \(status.code) \(Self.fieldText(status.reasonPhrase))\r\n"
         response += "Connection: close\r\nContent-Length: \(body.utf8.count)\r\n"
-        // The application's Content-Type replaces the default; the framing stays ours.
-        if !extra.keys.contains(where: { $0.lowercased() == "content-type" }) {
-            response += "Content-Type: text/plain; charset=utf-8\r\n"
-        }
-        for (name, value) in extra.sorted(by: { $0.key < $1.key }) where WebSocketClient.isToken(name) && !Self.isFraming(name) {
+        for (name, value) in WebSocketServer.plainAnswerHeaders(extra) where WebSocketClient.isToken(name) {
             response += "\(name): \(Self.fieldText(value))\r\n"
         }
         response += "\r\n"
         response += body
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
-        }
-    }
-
-    /// Headers that say where the response ends: set by the server only.
-    static func isFraming(_ name: String) -> Bool {
-        switch name.lowercased() {
-        case "content-length", "transfer-encoding", "connection": return true
-        default: return false
         }
     }
 
