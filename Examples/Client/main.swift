@@ -22,10 +22,10 @@ func run(url: String) async throws {
     print("WebSocket Client Connected (protocol: \(connection.protocol ?? "none"))")
 
     // The async send variants return once the message is written to the socket.
-    try await connection.sendUTF("Hello, server")
-    try await connection.sendBytes(ByteBuffer(bytes: [0xDE, 0xAD, 0xBE, 0xEF]))
+    try await connection.write("Hello, server")
+    try await connection.write(ByteBuffer(bytes: [0xDE, 0xAD, 0xBE, 0xEF]))
     let number = Int.random(in: 0..<0xFFFFFF)
-    try await connection.sendUTF("Random number: \(number)")
+    try await connection.write("Random number: \(number)")
 
     // Messages as an async sequence; it ends when the connection closes. No message is lost
     // between `connect` and the start of this loop.
@@ -50,7 +50,7 @@ do {
     exit(1)
 }
 
-// The same, Node-style (in an async context, `as Void` picks the callback variant of connect):
+// The same, Node-style (the URL without a label picks the callback form of connect):
 //
 //     client.onConnectFailed { error in print("Connect Error: \(error)") }
 //     client.onConnect { connection in
@@ -59,4 +59,4 @@ do {
 //         connection.onMessage { message in print("Received: '\(message.utf8Data ?? "")'") }
 //         connection.sendUTF("Hello, server")
 //     }
-//     client.connect(url: url, protocols: ["echo-protocol"]) as Void
+//     client.connect(url, protocols: ["echo-protocol"])

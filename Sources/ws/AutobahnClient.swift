@@ -181,7 +181,7 @@ struct AutobahnClient: AsyncParsableCommand {
                 once.resume(.success(connection))
             }
             client.onConnectFailed { error in once.resume(.failure(error)) }
-            client.connect(url: url) as Void
+            client.connect(url)
         }
     }
 

@@ -34,7 +34,7 @@ struct BackpressureTests {
     @Test("1 GiB to a peer that stops reading: async sends wait, memory stays bounded, then all of it arrives")
     func gigabyteToSlowPeer() async throws {
         let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections {
-            $0.writeBufferWaterMark = WebSocketWriteBufferWaterMark(low: 256 * 1024, high: 1024 * 1024)
+            $0.writeBufferWaterMark = try! WebSocketWriteBufferWaterMark(low: 256 * 1024, high: 1024 * 1024)
             // The raw peer never answers pings: where the transfer outlasts keepaliveInterval +
             // keepaliveGracePeriod (30 s; under ThreadSanitizer it does), keepalive would drop it.
             $0.keepalive = false
@@ -49,7 +49,7 @@ struct BackpressureTests {
         let sent = Collected<Int>()
         let sender = Task {
             for i in 0..<total {
-                try await connection.sendBytes(chunk)
+                try await connection.write(chunk)
                 sent.append(i)
             }
         }

@@ -79,12 +79,12 @@ struct ClientPythonInteropTests {
             let connected = try await peer.jsonLine(10, "the connect report") { $0["event"] as? String == "connected" }
             #expect(connected["subprotocol"] as? String == "chat")
             for text in [Interop.text, "", String(repeating: "0123456789", count: 10_000)] {
-                try await connection.sendUTF(text)
+                try await connection.write(text)
                 #expect(try await inbox.value(10, "the text echo").utf8Data == text)
             }
             for size in [0, 125, 126, 65535, 65536] {
                 let bytes = pattern(size)
-                try await connection.sendBytes(ByteBuffer(bytes: bytes))
+                try await connection.write(ByteBuffer(bytes: bytes))
                 let echo = try await inbox.value(10, "the binary echo")
                 #expect(echo.binaryData.map { Array($0.readableBytesView) } == bytes)
             }
@@ -96,11 +96,11 @@ struct ClientPythonInteropTests {
     func fiveMiB() async throws {
         try await withPythonPeer(configuration: bigLimits()) { peer, connection, inbox in
             let bytes = pattern(5 << 20)
-            try await connection.sendBytes(ByteBuffer(bytes: bytes))
+            try await connection.write(ByteBuffer(bytes: bytes))
             let echo = try await inbox.value(30, "the 5 MiB echo")
             #expect(echo.binaryData?.readableBytes == 5 << 20)
             #expect(echo.binaryData == ByteBuffer(bytes: bytes))
-            try await connection.sendUTF("cmd:big:\(5 << 20)")
+            try await connection.write("cmd:big:\(5 << 20)")
             #expect(try await inbox.value(30, "python's 5 MiB message").binaryData == ByteBuffer(bytes: bytes))
             try await closeAndCheck(connection, peer, code: 1000, description: "done")
         }
@@ -111,7 +111,7 @@ struct ClientPythonInteropTests {
         try await withPythonPeer { peer, connection, _ in
             let closed = Expectation<CloseEvent>()
             connection.onClose { closed.fulfill(CloseEvent(code: $0, description: $1)) }
-            try await connection.sendUTF("cmd:big:\((1 << 20) + 1)")
+            try await connection.write("cmd:big:\((1 << 20) + 1)")
             #expect(try await closed.value(10, "our close event").code == 1009)
             let report = try await peer.jsonLine(10, "the close report") { $0["event"] as? String == "closed" }
             #expect(report["code"] as? Int == 1009)
@@ -124,11 +124,11 @@ struct ClientPythonInteropTests {
         configuration.fragmentationThreshold = 1000
         try await withPythonPeer(configuration: configuration) { peer, connection, inbox in
             let text = String(repeating: "fragmenté 🧩 ", count: 1000)
-            try await connection.sendUTF(text)
+            try await connection.write(text)
             #expect(try await inbox.value(10, "the echo of our fragmented text").utf8Data == text)
-            try await connection.sendUTF("cmd:fragments:10:\(Interop.text)")
+            try await connection.write("cmd:fragments:10:\(Interop.text)")
             #expect(try await inbox.value(10, "python's fragmented text").utf8Data == Interop.text)
-            try await connection.sendUTF("cmd:binfragments:7:100000")
+            try await connection.write("cmd:binfragments:7:100000")
             #expect(try await inbox.value(10, "python's fragmented binary").binaryData == ByteBuffer(bytes: pattern(100_000)))
             try await closeAndCheck(connection, peer, code: 1000, description: "done")
         }
@@ -143,7 +143,7 @@ struct ClientPythonInteropTests {
             #expect(try await pongs.value(10, "the pong") == Array("from swift ✓".utf8))
             let pings = Expectation<[UInt8]>()
             connection.onPing { _, data in pings.fulfill(Array(data.readableBytesView)) }
-            try await connection.sendUTF("cmd:ping:from python")
+            try await connection.write("cmd:ping:from python")
             #expect(try await pings.value(10, "python's ping") == Array("from python".utf8))
             #expect(try await inbox.value(10, "python's pong report").utf8Data == "pong-ok:from python")
             try await closeAndCheck(connection, peer, code: 1000, description: "done")
@@ -163,7 +163,7 @@ struct ClientPythonInteropTests {
     @Test("our drop: python sees the code, no handshake wait")
     func clientDrops() async throws {
         try await withPythonPeer { peer, connection, inbox in
-            try await connection.sendUTF("x")
+            try await connection.write("x")
             _ = try await inbox.value(10, "the echo")
             connection.drop(reasonCode: 1008, description: "policy")
             let report = try await peer.jsonLine(10, "the close report") { $0["event"] as? String == "closed" }
@@ -184,7 +184,7 @@ struct ClientPythonInteropTests {
             let closed = Expectation<CloseEvent>()
             connection.onClose { closed.fulfill(CloseEvent(code: $0, description: $1)) }
             let started = ContinuousClock.now
-            try await connection.sendUTF(command)
+            try await connection.write(command)
             let event = try await closed.value(10, "our close event")
             #expect(event.code == code)
             if let reason { #expect(event.description == reason) }
@@ -210,16 +210,16 @@ struct ClientPythonInteropTests {
             #expect((connected["offered"] as? String)?.hasPrefix("permessage-deflate") == true)
             #expect((connected["extensions"] as? String)?.hasPrefix("permessage-deflate") == true)
             let text = String(repeating: "compress me, please ", count: 50_000)
-            try await connection.sendUTF(text)
+            try await connection.write(text)
             #expect(try await inbox.value(10, "the compressed echo").utf8Data == text)
-            try await connection.sendUTF("cmd:binfragments:3:300000")
+            try await connection.write("cmd:binfragments:3:300000")
             #expect(try await inbox.value(10, "python's fragmented compressed binary").binaryData == ByteBuffer(bytes: pattern(300_000)))
             try await closeAndCheck(connection, peer, code: 1000, description: "done")
         }
         // Offered but not accepted: the connection goes on without it.
         try await withPythonPeer(configuration: configuration) { peer, connection, inbox in
             #expect(connection.extensions.isEmpty)
-            try await connection.sendUTF("plain")
+            try await connection.write("plain")
             #expect(try await inbox.value(10, "the echo").utf8Data == "plain")
         }
     }

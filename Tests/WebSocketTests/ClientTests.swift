@@ -43,7 +43,7 @@ private func withConnection(
 
 /// Sends a text and checks that it comes back.
 private func expectEcho(_ connection: WebSocketConnection, _ inbox: Expectation<WebSocketMessage>, _ text: String = "ping ✓") async throws {
-    try await connection.sendUTF(text)
+    try await connection.write(text)
     #expect(try await inbox.value(10, "the echo").utf8Data == text)
 }
 
@@ -67,7 +67,7 @@ struct ClientEchoTests {
                 #expect(try await connected.value() === connection)
                 for text in ["hello", "", "héllo 🌍 你好"] { try await expectEcho(connection, inbox, text) }
                 let bytes: [UInt8] = [0, 1, 2, 255, 254]
-                try await connection.sendBytes(ByteBuffer(bytes: bytes))
+                try await connection.write(ByteBuffer(bytes: bytes))
                 let echo = try await inbox.value(10, "the binary echo")
                 #expect(echo.type == .binary)
                 #expect(echo.binaryData.map { Array($0.readableBytesView) } == bytes)
@@ -82,7 +82,7 @@ struct ClientEchoTests {
                 var buffer = ByteBuffer()
                 buffer.reserveCapacity(5 << 20)
                 for i in 0..<(5 << 18) { buffer.writeInteger(UInt32(truncatingIfNeeded: i &* 2_654_435_761)) }
-                try await connection.sendBytes(buffer)
+                try await connection.write(buffer)
                 let echo = try await inbox.value(30, "the 5 MiB echo")
                 #expect(echo.binaryData?.readableBytes == 5 << 20)
                 #expect(echo.binaryData == buffer)
@@ -104,7 +104,7 @@ struct ClientEchoTests {
             defer { connection.drop(skipCloseFrame: true) }
             let frames = Expectation<WebSocketFrame>()
             connection.onFrame { frames.fulfill($0) }
-            try await connection.sendUTF("abcdefghijklmnop")  // 16 bytes: server echoes 7 + 7 + 2
+            try await connection.write("abcdefghijklmnop")  // 16 bytes: server echoes 7 + 7 + 2
             let first = try await frames.value()
             #expect(first.opcode == .text && !first.fin && first.binaryPayload.readableBytes == 7)
             let second = try await frames.value()
@@ -193,7 +193,7 @@ struct ClientEchoTests {
         let client = WebSocketClient()
         let messages = Expectation<String>()
         client.onConnect { connection in connection.onMessage { messages.fulfill($0.utf8Data ?? "") } }
-        client.connect(url: "ws://127.0.0.1:\(raw.port)/") as Void
+        client.connect("ws://127.0.0.1:\(raw.port)/")
         #expect(try await messages.value() == "welcome")
     }
 }
@@ -268,7 +268,7 @@ struct ClientCloseTests {
         let client = WebSocketClient(configuration: configuration)
         let events = Expectation<CloseEvent>()
         client.onConnect { connection in connection.onClose { events.fulfill(CloseEvent(code: $0, description: $1)) } }
-        client.connect(url: "ws://127.0.0.1:\(raw.port)/") as Void
+        client.connect("ws://127.0.0.1:\(raw.port)/")
         #expect(try await events.value().code == 1005)
 
         let connection = try await WebSocketClient(configuration: configuration).connect(url: "ws://127.0.0.1:\(silent.port)/")
@@ -407,7 +407,7 @@ struct ClientConnectFailedTests {
             responses.fulfill(response)
         }
         client.onConnectFailed { failures.fulfill($0) }
-        client.connect(url: "ws://127.0.0.1:\(raw.port)/") as Void
+        client.connect("ws://127.0.0.1:\(raw.port)/")
         let response = try await responses.value()
         #expect(response.statusCode == 404)
         #expect(response.statusMessage == "Not Found")
@@ -425,7 +425,7 @@ struct ClientConnectFailedTests {
         let client = WebSocketClient()
         let failures = Expectation<WebSocketError>()
         client.onConnectFailed { failures.fulfill($0) }
-        client.connect(url: "ws://127.0.0.1:\(raw.port)/") as Void
+        client.connect("ws://127.0.0.1:\(raw.port)/")
         try await withTimeout(5) { while raw.heads.all.isEmpty { try await Task.sleep(for: .milliseconds(5)) } }
         client.abort()
         #expect(try await failures.value(2).code == .aborted)
@@ -455,7 +455,7 @@ struct ClientTLSTests {
                 #expect(connection.protocol == "chat")
                 try await expectEcho(connection, inbox)
                 let big = ByteBuffer(repeating: 7, count: 300_000)
-                try await connection.sendBytes(big)
+                try await connection.write(big)
                 #expect(try await inbox.value(10, "the large echo").binaryData == big)
                 try connection.close()
             }

@@ -66,8 +66,8 @@ struct ExtensionAPIExampleTests {
         }
         #expect(connection.extensions == [WebSocketExtension(name: "x-invert")])
         let received = try await withTimeout(10) {
-            try await connection.sendUTF("Hello, inverted world")
-            try await connection.sendBytes(ByteBuffer(bytes: [0, 1, 2, 0xFF]))
+            try await connection.write("Hello, inverted world")
+            try await connection.write(ByteBuffer(bytes: [0, 1, 2, 0xFF]))
             var messages: [WebSocketMessage] = []
             for try await message in connection.messages {
                 messages.append(message)

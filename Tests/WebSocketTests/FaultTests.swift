@@ -297,7 +297,7 @@ struct FaultTests {
         // The server goes on serving TLS clients that trust it.
         let good = try await WebSocketClient(configuration: ClientTLSFiles.clientTrustingTestCA())
             .connect(url: "wss://localhost:\(fault.port)/")
-        try await good.sendUTF("still here")
+        try await good.write("still here")
         #expect(try await withTimeout(5) { try await good.messages.first { _ in true } } == .utf8("still here"))
         try good.close()
         try await fault.expectAllClosed()
@@ -329,7 +329,7 @@ struct FaultTests {
                         let stop = ContinuousClock.now + .seconds(10)
                         var sent = 0
                         while client.connected && ContinuousClock.now < stop {
-                            do { try await client.sendUTF(payload) } catch { break }
+                            do { try await client.write(payload) } catch { break }
                             sent += 1
                         }
                         return sent

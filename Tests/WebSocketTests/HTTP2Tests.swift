@@ -41,7 +41,7 @@ struct HTTP2Tests {
         let reply = Expectation<WebSocketMessage>()
         let token = connection.onMessage { reply.fulfill($0) }
         defer { token.cancel() }
-        try await connection.send(message)
+        try await connection.write(message)
         return try await reply.value(10, "echo")
     }
 
@@ -209,7 +209,7 @@ struct HTTP2Tests {
         let sent = NIOLockedValueBox(0)
         let sending = Task {
             for _ in 0..<16 {
-                try await sender.sendBytes(chunk)
+                try await sender.write(chunk)
                 sent.withLockedValue { $0 += 1 }
             }
         }

@@ -93,7 +93,7 @@ struct InteropTests {
     func clientTextWithPythonServer() async throws {
         try await Interop.withPythonServer { peer, connection, inbox in
             for text in [Interop.text, "", String(repeating: Interop.text, count: 3000)] {
-                try await connection.sendUTF(text)
+                try await connection.write(text)
                 let echo = try await inbox.value(10, "the text echo")
                 #expect(echo.type == .utf8)
                 #expect(echo.utf8Data == text, "text echo of \(text.utf8.count) bytes differs")
@@ -129,7 +129,7 @@ struct InteropTests {
                 let pong = try await pongs.value(10, "the pong")
                 #expect(pong == payload)
             }
-            try await connection.sendUTF("after ping")
+            try await connection.write("after ping")
             #expect(try await inbox.value(10, "the echo after pings").utf8Data == "after ping")
             try await Interop.closeAndCheck(connection, peer, code: 1000, description: "done")
         }
@@ -142,14 +142,14 @@ struct InteropTests {
             let pings = Expectation<[UInt8]>()
             connection.onPing { _, data in pings.fulfill(Array(data.readableBytesView)) }
             // An explicit ping with a known payload.
-            try await connection.sendUTF("cmd:ping:from python ✓")
+            try await connection.write("cmd:ping:from python ✓")
             #expect(try await inbox.value(10, "the python server's pong report").utf8Data == "pong-ok:from python ✓")
             // Keepalive pings for a while; the connection must stay up.
             let seen = await pings.values(during: 1.5)
             #expect(seen.contains(Array("from python ✓".utf8)))
             #expect(seen.count >= 3, "expected several keepalive pings in 1.5 s, saw \(seen.count)")
             #expect(connection.connected)
-            try await connection.sendUTF("still here")
+            try await connection.write("still here")
             #expect(try await inbox.value(10, "the echo after keepalive").utf8Data == "still here")
             try await Interop.closeAndCheck(connection, peer, code: 1000, description: "done")
         }
@@ -163,7 +163,7 @@ struct InteropTests {
         ])
     func clientClosesPythonServer(_ close: CloseCase) async throws {
         try await Interop.withPythonServer { peer, connection, inbox in
-            try await connection.sendUTF("before close")
+            try await connection.write("before close")
             #expect(try await inbox.value(10, "the echo before close").utf8Data == "before close")
             try await Interop.closeAndCheck(connection, peer, code: close.code, description: close.reason, expectedDescription: close.expectedDescription)
         }
@@ -174,7 +174,7 @@ struct InteropTests {
         try await Interop.withPythonServer { peer, connection, inbox in
             let closed = Expectation<CloseEvent>()
             connection.onClose { closed.fulfill(CloseEvent(code: $0, description: $1)) }
-            try await connection.sendUTF("cmd:close:4002:server bye")
+            try await connection.write("cmd:close:4002:server bye")
             let event = try await closed.value(10, "our close event")
             #expect(event == CloseEvent(code: 4002, description: "server bye"))
             #expect(connection.closeReasonCode == 4002)

@@ -35,14 +35,14 @@ struct ReadmeExamplesTests {
         let received = try await withTimeout(10) {
             let client = WebSocketClient()
             let connection = try await client.connect(url: "ws://127.0.0.1:\(address.port!)/", protocols: ["echo-protocol"])
-            try await connection.sendUTF("Hello, server")
-            try await connection.sendBytes(ByteBuffer(bytes: [1, 2, 3]))
+            try await connection.write("Hello, server")
+            try await connection.write(ByteBuffer(bytes: [1, 2, 3]))
             var messages: [WebSocketMessage] = []
             var count = 0
             for try await message in connection.messages {
                 messages.append(message)
                 count += 1
-                if count == 2 { try connection.close() }
+                if count == 2 { try await connection.close(code: .normal) }
             }
             #expect(connection.protocol == "echo-protocol")
             return messages

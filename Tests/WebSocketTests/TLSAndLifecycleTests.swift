@@ -54,7 +54,7 @@ struct TLSAndLifecycleTests {
         #expect(serverSide.protocol == "tls")
         #expect(serverSide.extensions.map(\.name) == ["permessage-deflate"])
         let text = String(repeating: "secret and compressed ", count: 100)
-        try await client.sendUTF(text)
+        try await client.write(text)
         #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8(text))
         try client.close()
     }

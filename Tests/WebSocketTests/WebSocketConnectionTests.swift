@@ -40,9 +40,9 @@ struct WebSocketConnectionTests {
         let bytes = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         let received = try await withTimeout(5) {
             var iterator = connection.messages.makeAsyncIterator()
-            try await connection.sendUTF("héllo 世界 😀")
+            try await connection.write("héllo 世界 😀")
             let text = try await iterator.next()
-            try await connection.sendBytes(ByteBuffer(bytes: bytes))
+            try await connection.write(ByteBuffer(bytes: bytes))
             let binary = try await iterator.next()
             return [text, binary]
         }
@@ -201,7 +201,7 @@ struct WebSocketConnectionTests {
         let client = try await WebSocketClient().connect(url: server.url)
         _ = try await accepted.value()
         try client.close()
-        await #expect(throws: WebSocketError.self) { try await client.sendUTF("too late") }
+        await #expect(throws: WebSocketError.self) { try await client.write("too late") }
     }
 
     @Test("keepalive pings a silent peer after keepaliveInterval")
@@ -268,7 +268,7 @@ struct WebSocketConnectionTests {
         defer { Task { await server.stop() } }
         let raw = try await RawClient.connected(port: server.port)
         let serverSide = try await accepted.value()
-        try await serverSide.sendUTF("abcdefghijklmnopqrstuvwxy")
+        try await serverSide.write("abcdefghijklmnopqrstuvwxy")
         let frames = [try await raw.readFrame(), try await raw.readFrame(), try await raw.readFrame()].compactMap { $0 }
         #expect(frames.map(\.opcode) == [.text, .continuation, .continuation])
         #expect(frames.map(\.fin) == [false, false, true])
@@ -326,7 +326,7 @@ struct WebSocketConnectionTests {
         cancelNext.withLockedValue { $0 = true }
         try await raw.send(frame: WebSocketFrame(opcode: .ping, binaryPayload: ByteBuffer(string: "two")))
         #expect(try await pings.value() == ByteBuffer(string: "two"))
-        try await serverSide.sendUTF("after")
+        try await serverSide.write("after")
         let next = try #require(try await raw.readFrame())
         #expect(next.opcode == .text, "the cancelled ping must not be answered")
     }
@@ -388,7 +388,7 @@ struct WebSocketConnectionTests {
         defer { Task { await server.stop() } }
         let client = try await WebSocketClient().connect(url: server.url)
         let serverSide = try await accepted.value()
-        try await serverSide.sendUTF("last")
+        try await serverSide.write("last")
         try serverSide.close()
         let all = try await withTimeout(5) {
             var all: [WebSocketMessage] = []

@@ -93,7 +93,7 @@ struct WebSocketRouterLifetimeTests {
         })
         defer { Task { await server.stop() } }
         let client = try await WebSocketClient().connect(url: server.url, protocols: ["x"])
-        try await client.sendUTF("routed")
+        try await client.write("routed")
         #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("routed"))
         try client.close()
     }

@@ -33,14 +33,14 @@ struct WebSocketServerTests {
                 try await Task.sleep(for: .milliseconds(100))
                 let connection = try request.accept()
                 for try await message in connection.messages {
-                    try await connection.send(message)
+                    try await connection.write(message)
                 }
                 return
             }
         }
         defer { serverTask.cancel() }
         let client = try await WebSocketClient().connect(url: server.url)
-        try await client.sendUTF("ping?")
+        try await client.write("ping?")
         let reply = try await withTimeout(5) { try await client.messages.first { _ in true } }
         #expect(reply == .utf8("ping?"))
         try client.close()
@@ -167,7 +167,7 @@ struct WebSocketServerTests {
         let client = try await WebSocketClient().connect(url: server.url)
         await server.server.unmount()
         await #expect(throws: (any Error).self) { _ = try await RawClient.connect(port: server.port) }
-        try await client.sendUTF("still here")
+        try await client.write("still here")
         #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("still here"))
         await server.stop()
     }
@@ -206,7 +206,7 @@ struct WebSocketServerTests {
             .bind(host: "127.0.0.1", port: 0).get()
         defer { channel.close(promise: nil) }
         let client = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(channel.localAddress!.port!)/")
-        try await client.sendUTF("own server")
+        try await client.write("own server")
         #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("own server"))
         try client.close()
     }

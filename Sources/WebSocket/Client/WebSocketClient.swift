@@ -23,7 +23,7 @@ import Darwin
 /// ```
 ///
 /// Or Node-style: register ``onConnect(_:)`` and ``onConnectFailed(_:)`` (and optionally
-/// ``onHttpResponse(_:)``), then call `connect(url:protocols:origin:headers:requestOptions:)`
+/// ``onHttpResponse(_:)``), then call `connect(_:protocols:origin:headers:requestOptions:)`
 /// without `await`, which returns at once. The events are emitted for both styles, on the connection's event
 /// loop; `connect` listeners run before any message of the new connection is delivered.
 ///
@@ -135,10 +135,11 @@ public final class WebSocketClient: Sendable {
     ///   - headers: extra request headers.
     ///   - requestOptions: a proxy, and TLS settings for this connection.
     ///
-    /// In an `async` context Swift prefers the `async` overload of the same name; write
-    /// `client.connect(url: url) as Void` there to start a Node-style attempt.
+    /// The URL comes without a label, as in WebSocket-Node (`client.connect(url, protocols)`):
+    /// that is what tells this form from ``connect(url:protocols:origin:headers:requestOptions:)``,
+    /// the `async` one, wherever it is called (top-level code, `async` functions or callbacks).
     public func connect(
-        url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
+        _ url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
         requestOptions: RequestOptions? = nil
     ) {
         _ = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
@@ -147,7 +148,8 @@ public final class WebSocketClient: Sendable {
     /// Connects to `url` and returns the open connection, or throws a ``WebSocketError`` that
     /// says what went wrong (see ``onConnectFailed(_:)`` for the codes). Cancelling the task
     /// aborts the attempt. The parameters are those of
-    /// ``connect(url:protocols:origin:headers:requestOptions:)``; the events are emitted too.
+    /// ``connect(_:protocols:origin:headers:requestOptions:)``, the Node-style form, which
+    /// returns at once; the events are emitted by this one too.
     public func connect(
         url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
         requestOptions: RequestOptions? = nil
@@ -271,7 +273,7 @@ public final class WebSocketClient: Sendable {
 
         let eventLoop = promise.futureResult.eventLoop
         let handshakeTimeout = configuration.handshakeTimeout
-        let timer = eventLoop.scheduleTask(in: TimeAmount(handshakeTimeout)) {
+        let timer = eventLoop.scheduleTask(in: TimeAmount(scheduling: handshakeTimeout)) {
             promise.fail(WebSocketError(.timeout, "Connecting to \(peer) and the opening handshake did not finish within \(handshakeTimeout)"))
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
@@ -413,7 +415,7 @@ public final class WebSocketClient: Sendable {
         let proxyAuthorization = proxy?.authorization?.headerValue
         let nodelay = configuration.disableNagleAlgorithm
         ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(handshakeTimeout))
+            .connectTimeout(TimeAmount(scheduling: handshakeTimeout))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: nodelay ? 1 : 0)
             .channelOption(ChannelOptions.recvAllocator, value: WebSocketReceiveBuffers.sizes)
             .channelInitializer { channel in

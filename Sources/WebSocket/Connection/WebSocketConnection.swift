@@ -62,14 +62,16 @@ public final class WebSocketConnection: Sendable {
     /// Whether the connection runs on an HTTP/2 stream (the rest of its options are the handler's).
     private let isHTTP2Stream: Bool
     /// The most bytes of inbound messages that wait for a first listener before reading pauses.
-    private let maxPendingBytes: Int
+    let maxPendingBytes: Int
     /// Everything any thread may touch, behind one lock.
-    private let state = NIOLockedValueBox(PublicState())
+    let state = NIOLockedValueBox(PublicState())
     /// Touched on the event loop only (checked in debug builds). Not an `NIOLoopBoundBox`: that
     /// is one more object per connection, and a second event loop check on every send.
-    private nonisolated(unsafe) let handler: WebSocketConnectionHandler
+    nonisolated(unsafe) let handler: WebSocketConnectionHandler
+    /// The write buffer's high watermark: async writes wait while more is queued.
+    let highWaterMark: Int
 
-    private struct PublicState {
+    struct PublicState {
         /// The handler lists of the connection's events.
         var handlers = WebSocketConnectionHandlers()
         var connected = true
@@ -77,6 +79,8 @@ public final class WebSocketConnection: Sendable {
         var closeDescription: String?
         var messageSource: WebSocketMessageSequence.Source?
         var messageSequence: WebSocketMessageSequence?
+        /// Whether an iterator of ``messages`` was made (only one may be).
+        var messageIteratorClaimed = false
         /// Inbound events that arrived while nobody listened, or before those did were handed over.
         var pending: [WebSocketReceiver.Event] = []
         var pendingBytes = 0
@@ -86,6 +90,17 @@ public final class WebSocketConnection: Sendable {
         /// The server that counts this connection, told first when it closes (a plain reference
         /// rather than a close handler: no closure and token per connection). Cleared on close.
         var server: WebSocketServer?
+        /// Whether both close frames were exchanged (set when the socket closed).
+        var handshakeCompleted = false
+        /// Bytes of async writes made off the event loop and not yet handed to the handler.
+        var bytesInTransit = 0
+        /// Async writes waiting for the write buffer to drain below the high watermark.
+        var writeWaiters: [CheckedContinuation<Void, any Error>] = []
+        /// Async `close` calls waiting for the socket to close.
+        var closeWaiters: [CheckedContinuation<CloseResult, Never>] = []
+        /// Pings of ``roundTrip(_:)`` waiting for their pong, oldest first.
+        var pingWaiters: [PingWaiter] = []
+        var nextPingNumber: UInt64 = 0
     }
 
     /// For a connection that closed before `server` counted it: tells the server, as a close
@@ -122,6 +137,7 @@ public final class WebSocketConnection: Sendable {
         self.role = role
         self.isHTTP2Stream = options.isHTTP2Stream
         self.maxPendingBytes = options.maxReceivedMessageSize
+        self.highWaterMark = options.writeBufferWaterMark.high
         self.protocol = `protocol`
         self.extensions = extensions
         self.remoteAddress = remoteAddress
@@ -186,8 +202,15 @@ public final class WebSocketConnection: Sendable {
             return token
         case .failure(let info):
             socket.eventLoop.execute { handler(info.code, info.description) }
-            return WebSocketHandlerToken(id: 0) { _ in }
+            return WebSocketHandlerToken.inert()
         }
+    }
+
+    /// The close status code as a ``WebSocketCloseCode`` once the connection is closing or
+    /// closed; nil while open.
+    public var closeCode: WebSocketCloseCode? {
+        let code = closeReasonCode
+        return code == -1 ? nil : WebSocketCloseCode(code)
     }
 
     /// Registers a handler for `error`: a socket error. A `close` event follows.
@@ -256,318 +279,13 @@ public final class WebSocketConnection: Sendable {
         }
     }
 
-    // MARK: Sending
-
-    /// Sends a text message. Over `fragmentationThreshold` it goes out in several frames when
-    /// `fragmentOutgoingMessages` is on. `completion` reports when it was written, or why not.
-    /// `compress: false` sends it uncompressed even when permessage-deflate was negotiated.
-    public func sendUTF(_ string: String, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        var buffer = socket.allocator.buffer(capacity: string.utf8.count)
-        buffer.writeString(string)
-        sendMessage(opcode: .text, payload: buffer, compress: compress, completion: completion)
-    }
-
-    /// Sends a binary message (fragmented and compressed like ``sendUTF(_:compress:completion:)``).
-    public func sendBytes(_ buffer: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        sendMessage(opcode: .binary, payload: buffer, compress: compress, completion: completion)
-    }
-
-    /// Sends a binary message from bytes.
-    public func sendBytes(_ bytes: some Sequence<UInt8>, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        sendBytes(socket.allocator.buffer(bytes: bytes), completion: completion)
-    }
-
-    /// Sends a message of either kind (Node's `send(data)`).
-    public func send(_ message: WebSocketMessage, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        switch message {
-        case .utf8(let string): sendUTF(string, completion: completion)
-        case .binary(let buffer): sendBytes(buffer, completion: completion)
-        }
-    }
-
-    /// Sends a text message (Node's `send(string)`).
-    public func send(_ string: String, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        sendUTF(string, completion: completion)
-    }
-
-    /// Sends a binary message (Node's `send(buffer)`).
-    public func send(_ buffer: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        sendBytes(buffer, completion: completion)
-    }
-
-    /// Sends a text message and returns once it was written to the socket.
-    public func sendUTF(_ string: String) async throws {
-        try await withCompletion { self.sendUTF(string, completion: $0) }
-    }
-
-    /// Sends a binary message and returns once it was written to the socket.
-    public func sendBytes(_ buffer: ByteBuffer) async throws {
-        try await withCompletion { self.sendBytes(buffer, completion: $0) }
-    }
-
-    /// Sends a message of either kind and returns once it was written to the socket.
-    public func send(_ message: WebSocketMessage) async throws {
-        try await withCompletion { self.send(message, completion: $0) }
-    }
-
-    /// Sends a ping with `data` (at most 125 bytes).
-    public func ping(_ data: ByteBuffer = ByteBuffer(), completion: (@Sendable ((any Error)?) -> Void)? = nil) throws {
-        try sendControl(.ping, data, completion: completion)
-    }
-
-    /// Sends a ping with a string payload (at most 125 bytes of UTF-8).
-    public func ping(_ string: String, completion: (@Sendable ((any Error)?) -> Void)? = nil) throws {
-        try ping(ByteBuffer(string: string), completion: completion)
-    }
-
-    /// Sends a pong with `data` (at most 125 bytes). Pongs that answer pings are sent
-    /// automatically unless a `ping` handler cancelled that.
-    public func pong(_ data: ByteBuffer = ByteBuffer(), completion: (@Sendable ((any Error)?) -> Void)? = nil) throws {
-        try sendControl(.pong, data, completion: completion)
-    }
-
-    /// Serializes `frame` and sends it as is, but for masking: a client masks it with a fresh
-    /// key, a server sends it unmasked, whatever `mask` and `maskingKey` say. An
-    /// advanced function: ``sendUTF(_:compress:completion:)`` and ``sendBytes(_:compress:completion:)`` are the
-    /// usual way.
-    public func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)? = nil) {
-        onLoop { $0.sendFrame(frame, completion: completion) }
-    }
-
-    // MARK: Closing
-
-    /// Closes the connection gracefully: sends a close frame with `reasonCode` and
-    /// `description`, then waits up to `closeTimeout` for the peer's close frame before
-    /// closing the socket.
-    ///
-    /// With no description, a standard code's default description is sent; pass `""` to send
-    /// none. Throws for a code that may not be sent (see
-    /// ``WebSocketCloseReason/isValidOnWire(_:)``) or a description over 123 bytes.
-    public func close(reasonCode: Int = WebSocketCloseReason.normal, description: String? = nil) throws {
-        guard WebSocketCloseReason.isValidOnWire(reasonCode) else {
-            throw WebSocketError(.invalidCloseCode, "Close code \(reasonCode) is not valid: use 1000-1003, 1007-1014 or 3000-4999")
-        }
-        let text = description ?? WebSocketCloseReason.description(for: reasonCode)
-        guard text.utf8.count <= 123 else {
-            throw WebSocketError(.controlFrameTooLarge, "Close description is \(text.utf8.count) bytes; at most 123 fit in a close frame")
-        }
-        // Like the original, the connection counts as closing from this call on.
-        markClosing(code: reasonCode, description: text)
-        onLoop { $0.close(code: reasonCode, description: text) }
-    }
-
-    /// Sends a close frame with `reasonCode` and closes the socket without waiting for the
-    /// peer. For error conditions; the default code is 1002 (protocol error).
-    /// `skipCloseFrame` closes the socket without sending a close frame.
-    public func drop(reasonCode: Int = WebSocketCloseReason.protocolError, description: String? = nil, skipCloseFrame: Bool = false) {
-        let text = description ?? WebSocketCloseReason.description(for: reasonCode)
-        markClosing(code: reasonCode, description: text)
-        onLoop { $0.drop(code: reasonCode, description: text, skipCloseFrame: skipCloseFrame) }
-    }
-
-    // MARK: Flow control
-
-    /// Stops reading from the socket; no more events until ``resume()``.
-    public func pause() {
-        onLoop { $0.setUserPaused(true) }
-    }
-
-    /// Resumes reading after ``pause()``.
-    public func resume() {
-        onLoop { $0.setUserPaused(false) }
-    }
-
-    // MARK: Internals
-
-    func onLoop(_ body: @escaping @Sendable (WebSocketConnectionHandler) -> Void) {
-        if socket.eventLoop.inEventLoop {
-            body(handler)
-        } else {
-            socket.eventLoop.execute { body(self.handler) }
-        }
-    }
-
-    /// A listener registered: hand it what waited (on the event loop, in order).
-    func consumerAttached() {
-        if state.withLockedValue({ $0.closed }) {
-            flushPending()
-            return
-        }
-        onLoop { $0.consumerAttached() }
-    }
-
-    private func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
-        // On the loop (an echo from onMessage, say), call straight through: no closure to allocate.
-        if socket.eventLoop.inEventLoop {
-            handler.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion)
-            return
-        }
-        onLoop { $0.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion) }
-    }
-
-    private func sendControl(_ opcode: WebSocketOpcode, _ data: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)?) throws {
-        guard data.readableBytes <= 125 else {
-            throw WebSocketError(.controlFrameTooLarge, "\(opcode) payload is \(data.readableBytes) bytes; control frames carry at most 125")
-        }
-        sendFrame(WebSocketFrame(opcode: opcode, binaryPayload: data), completion: completion)
-    }
-
-    private func withCompletion(_ start: (@escaping @Sendable ((any Error)?) -> Void) -> Void) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            start { error in
-                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
-            }
-        }
-    }
-
-    /// Records that a close started (first caller wins); returns false if one had already.
-    @discardableResult
-    func markClosing(code: Int, description: String) -> Bool {
+    /// Claims the one iterator ``messages`` may have; false if it was claimed already.
+    func claimMessageIterator() -> Bool {
         state.withLockedValue { state in
-            guard state.closeReasonCode == -1 else {
-                state.connected = false
-                return false
-            }
-            state.connected = false
-            state.closeReasonCode = code
-            state.closeDescription = description
+            if state.messageIteratorClaimed { return false }
+            state.messageIteratorClaimed = true
             return true
         }
     }
 
-    /// Called once by the handler when the socket has closed.
-    func didClose() {
-        let (code, description, hasPending, handlers, server) = state.withLockedValue {
-            state -> (Int, String, Bool, [@Sendable ((Int, String)) -> Void], WebSocketServer?) in
-            state.connected = false
-            state.closed = true
-            if state.closeReasonCode == -1 {
-                state.closeReasonCode = WebSocketCloseReason.abnormal
-                state.closeDescription = WebSocketCloseReason.description(for: WebSocketCloseReason.abnormal)
-            }
-            let server = state.server
-            state.server = nil
-            let handlers = state.handlers.close.map(\.handler)
-            state.handlers.close.removeAll()
-            return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, handlers, server)
-        }
-        server?.connectionClosed(self, code: code, description: description)
-        // Close handlers first, so code after a `for try await … in messages` loop sees them run.
-        for handler in handlers { handler((code, description)) }
-        // Messages still waiting for a listener stay for one that comes later (the sequence
-        // then yields them and ends).
-        if !hasPending { finishMessages() }
-        state.withLockedValue { $0.handlers.removeAll() }
-    }
-
-    /// How a connection ended, for a close handler registered too late.
-    private struct CloseInfo: Error {
-        var code: Int
-        var description: String
-    }
-
-    /// The outcome of handing an inbound message or frame to the listeners.
-    enum Delivery {
-        case delivered
-        /// The async sequence's buffer is full: stop reading until it asks for more.
-        case backpressure
-        /// Nobody listens yet and enough waits: stop reading until someone does.
-        case awaitingConsumer
-    }
-
-    /// Hands a `.message` or `.frame` event to the listeners, or keeps it for the first one.
-    ///
-    /// One lock per message: whether it must wait, and who gets it, are read together.
-    func deliver(_ event: WebSocketReceiver.Event) -> Delivery {
-        let target = state.withLockedValue { state -> Target in
-            let noListener = state.messageSource == nil && state.handlers.hasNoDataListener
-            if noListener || !state.pending.isEmpty {
-                state.pending.append(event)
-                state.pendingBytes += event.payloadSize
-                return .waiting(overLimit: state.pendingBytes > maxPendingBytes)
-            }
-            return Self.target(of: event, in: &state)
-        }
-        return deliver(event, to: target)
-    }
-
-    /// Who gets an inbound event.
-    private enum Target {
-        case waiting(overLimit: Bool)
-        case frame(WebSocketConnectionHandlers.List<WebSocketFrame>)
-        case message(WebSocketConnectionHandlers.List<WebSocketMessage>, WebSocketMessageSequence.Source?)
-        case nobody
-    }
-
-    private static func target(of event: WebSocketReceiver.Event, in state: inout PublicState) -> Target {
-        switch event {
-        case .frame: return .frame(state.handlers.frame)
-        case .message: return .message(state.handlers.message, state.messageSource)
-        default: return .nobody
-        }
-    }
-
-    /// Calls the handlers outside the lock, in registration order, then the async sequence.
-    private func deliver(_ event: WebSocketReceiver.Event, to target: Target) -> Delivery {
-        switch (event, target) {
-        case (_, .waiting(let overLimit)):
-            return overLimit ? .awaitingConsumer : .delivered
-        case (.frame(let frame), .frame(let handlers)):
-            for entry in handlers { entry.handler(frame) }
-            return .delivered
-        case (.message(let message), .message(let handlers, let source)):
-            for entry in handlers { entry.handler(message) }
-            guard let source else { return .delivered }
-            switch source.yield(message) {
-            case .produceMore, .dropped: return .delivered
-            case .stopProducing: return .backpressure
-            }
-        default:
-            return .delivered
-        }
-    }
-
-    /// Delivers, in order, what waited for a listener (on the event loop, or after close).
-    func flushPending() {
-        let waiting = state.withLockedValue { state -> [WebSocketReceiver.Event] in
-            let noListener = state.messageSource == nil && state.handlers.hasNoDataListener
-            if noListener { return [] }
-            defer {
-                state.pending.removeAll()
-                state.pendingBytes = 0
-            }
-            return state.pending
-        }
-        for event in waiting {
-            _ = deliver(event, to: state.withLockedValue { Self.target(of: event, in: &$0) })
-        }
-        if state.withLockedValue({ $0.closed }) { finishMessages() }
-    }
-
-    func emitError(_ error: any Error) {
-        emit(\.error, error)
-        // The close follows; the messages sequence ends with this error then, after any message
-        // still waiting for a listener.
-        state.withLockedValue { $0.failure = $0.failure ?? error }
-    }
-
-    /// Ends the messages sequence: normally, or with the socket error the connection failed with.
-    private func finishMessages() {
-        let (source, error) = state.withLockedValue { state -> (WebSocketMessageSequence.Source?, (any Error)?) in
-            defer { state.messageSource = nil }
-            return (state.messageSource, state.failure)
-        }
-        if let error { source?.finish(error) } else { source?.finish() }
-    }
-}
-
-/// Passed to `ping` handlers: call it to stop the automatic pong reply to that ping.
-public struct WebSocketPingCancel: Sendable {
-    private let flag = NIOLockedValueBox(false)
-
-    /// Suppresses the automatic pong for this ping.
-    public func callAsFunction() { flag.withLockedValue { $0 = true } }
-
-    /// Whether a handler cancelled the pong.
-    var cancelled: Bool { flag.withLockedValue { $0 } }
 }

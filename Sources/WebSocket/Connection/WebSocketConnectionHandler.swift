@@ -1,17 +1,10 @@
 import Logging
 import NIOCore
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
-/// The thin I/O layer of a connection: it moves bytes between the channel and the sans-I/O
-/// ``WebSocketReceiver``, writes frames, runs the close handshake and the timers
-/// (closeTimeout, keepalive), and holds reading while nobody listens or the consumer is slow.
+/// The I/O layer of a connection: it feeds the channel's bytes to the connection's
+/// ``WebSocketConnectionStateMachine`` and carries out what that returns (writes, closing the
+/// output or the socket), owns the timers (closeTimeout, keepalive and its grace period), and
+/// holds reading while nobody listens or the consumer is slow.
 ///
 /// Lives on the channel's event loop only; ``WebSocketConnection`` is the thread-safe face.
 final class WebSocketConnectionHandler: ChannelDuplexHandler {
@@ -20,27 +13,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// Where the close handshake stands.
-    enum CloseState: Equatable {
-        /// Open for both directions.
-        case open
-        /// We sent a close frame and wait for the peer's.
-        case closeSent
-        /// The peer sent a close frame and we answered (or both sent theirs).
-        case closeReceived
-        /// We failed the connection (close frame sent, output shut) and wait for the peer to go.
-        case dropping
-        /// The socket is closed.
-        case closed
-    }
-
     /// Set by the connection right after creation; cleared when the socket closes.
     var connection: WebSocketConnection?
-    private let role: WebSocketRole
-    private let options: WebSocketConnectionOptions
-    private var receiver: WebSocketReceiver
+    private var machine: WebSocketConnectionStateMachine
     private var context: ChannelHandlerContext?
-    private(set) var closeState = CloseState.open
 
     // Reading control.
     /// Inbound messages wait for a listener and reading is paused (see `WebSocketConnection`).
@@ -64,35 +40,24 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// and three closures that live as long as the timer, about 0.18 KiB per idle connection.
     private var keepaliveTimer: NIOScheduledCallback?
     private var graceTimer: Scheduled<Void>?
-    private var lastActivity = NIODeadline.now()
-    private var pingOutstanding = false
-
-    /// The negotiated extensions, in the order they apply to outgoing messages.
-    private let codecs: [any WebSocketExtensionCodec]
 
     init(role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec]) {
-        self.role = role
-        self.options = options
-        self.codecs = codecs
-        self.receiver = WebSocketReceiver(
-            options: .init(
-                expectMaskedFrames: role == .server,
-                maxFrameSize: options.maxReceivedFrameSize,
-                maxMessageSize: options.maxReceivedMessageSize,
-                maxFragments: options.maxFragmentsPerMessage,
-                assembleFragments: options.assembleFragments,
-                codecs: codecs))
+        self.machine = WebSocketConnectionStateMachine(role: role, options: options, codecs: codecs, now: .now())
     }
 
-    var isClosed: Bool { closeState == .closed }
+    var closeState: WebSocketConnectionStateMachine.CloseState { machine.closeState }
+    var isClosed: Bool { machine.isClosed }
+    /// Whether both close frames were exchanged.
+    var handshakeCompleted: Bool { machine.handshakeCompleted }
 
     private var isHolding: Bool { awaitingConsumer || userPaused || streamBackpressure }
+    private var options: WebSocketConnectionOptions { machine.options }
 
     // MARK: - Lifecycle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        lastActivity = .now()
+        machine.bytesReceived(at: .now())
         if !options.isHTTP2Stream {
             // (An HTTP/2 stream channel traps on options it does not know.)
             let marks = options.writeBufferWaterMark
@@ -100,9 +65,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
                 ChannelOptions.writeBufferWaterMark, value: .init(low: marks.low, high: marks.high))
         }
         if options.useNativeKeepalive && !options.isHTTP2Stream {
-            enableNativeKeepalive(context.channel)
+            WebSocketNativeKeepalive.enable(on: context.channel, interval: options.keepaliveInterval)
         } else if options.keepalive {
-            scheduleKeepalive(at: lastActivity + options.keepaliveInterval)
+            scheduleKeepalive(at: machine.firstKeepaliveDeadline)
         }
         if !context.channel.isActive {
             // The socket went away during the handshake.
@@ -124,11 +89,14 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // After a completed close handshake a peer may reset instead of closing (Autobahn's
         // server does): nothing was lost, so it is no error for the user.
-        if closeState == .closeReceived {
+        switch machine.closeState {
+        case .closeReceived:
             connection?.logger.debug("WebSocket socket error after the close handshake", metadata: ["error": "\(error)"])
-        } else if closeState != .closed && closeState != .dropping {
+        case .open, .closeSent:
             connection?.logger.debug("WebSocket socket error", metadata: ["error": "\(error)"])
             connection?.emitError(error)
+        case .dropping, .closed:
+            break
         }
         context.close(promise: nil)
     }
@@ -139,8 +107,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func socketClosed() {
-        guard closeState != .closed else { return }
-        closeState = .closed
+        guard machine.socketClosed() else { return }
         closeTimer?.cancel()
         keepaliveTimer?.cancel()
         graceTimer?.cancel()
@@ -148,13 +115,13 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         batch = nil
         let connection = self.connection
         self.connection = nil
-        connection?.didClose()
+        connection?.didClose(handshakeCompleted: machine.handshakeCompleted)
     }
 
     // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastActivity = .now()
+        machine.bytesReceived(at: .now())
         let buffer = unwrapInboundIn(data)
         if isHolding || !held.isEmpty {
             held.append(buffer.ownStorage())
@@ -178,12 +145,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            connection?.emit(\.drain, ())
+            connection?.writabilityRestored()
         }
         context.fireChannelWritabilityChanged()
     }
 
-    /// Runs the receiver over `buffer`, acting on each event. Stops early (stashing the rest)
+    /// Runs the state machine over `buffer`, acting on each event. Stops early (stashing the rest)
     /// when delivery must pause. The rest of a channel's buffer is stashed as a copy; the rest of
     /// one that was held already is ours and is stashed as it is (copying it on every pause would
     /// copy a large held buffer once per message under backpressure).
@@ -191,8 +158,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         var buffer = input
         inReadLoop = true
         defer { inReadLoop = false }
-        while let event = receiver.next(from: &buffer) {
-            handle(event)
+        while true {
+            var output = Output(handler: self)
+            guard let inbound = machine.nextInbound(from: &buffer, into: &output) else { break }
+            handle(inbound, output: &output)
             if isHolding && buffer.readableBytes > 0 {
                 held.insert(fromChannel ? buffer.ownStorage() : buffer, at: 0)
                 return
@@ -200,30 +169,65 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func handle(_ event: WebSocketReceiver.Event) {
+    private func handle(_ inbound: WebSocketConnectionStateMachine.Inbound, output: inout Output) {
         guard let connection else { return }
-        switch event {
-        case .message, .frame:
-            if closeState == .open || closeState == .closeSent {
-                switch connection.deliver(event) {
-                case .delivered: break
-                case .backpressure: streamBackpressure = true
-                case .awaitingConsumer: awaitingConsumer = true
-                }
+        switch inbound {
+        case .deliver(let event):
+            switch connection.deliver(event) {
+            case .delivered: break
+            case .backpressure: streamBackpressure = true
+            case .awaitingConsumer: awaitingConsumer = true
             }
+        case .ignore:
+            break
         case .ping(let data):
             let cancel = WebSocketPingCancel()
             connection.emit(\.ping, (cancel, data))
-            if !cancel.cancelled && closeState == .open {
-                writeFrame(opcode: .pong, fin: true, payload: data, promise: nil)
-            }
+            machine.answerPing(data, cancelled: cancel.cancelled, into: &output)
+            output.finish(promise: nil)
         case .pong(let data):
-            connection.emit(\.pong, data)
-        case .close(let code, let reason):
-            peerClosed(code: code, reason: reason)
-        case .failure(let error):
+            connection.pongReceived(data)
+        case .peerClosed(_, _, let effects):
+            output.finish(promise: nil)
+            perform(effects)
+        case .failed(let error, let effects):
             connection.logger.debug("WebSocket protocol error", metadata: ["code": "\(error.closeCode)", "reason": "\(error.reason)"])
-            drop(code: error.closeCode, description: error.reason, skipCloseFrame: false)
+            output.finish(promise: nil)
+            perform(effects)
+        }
+    }
+
+    /// Carries out the state machine's effects, in order, after flushing what it wrote.
+    private func perform(_ effects: [WebSocketConnectionStateMachine.Effect]) {
+        guard !effects.isEmpty else { return }
+        flushIfNeeded()
+        for effect in effects {
+            switch effect {
+            case .recordClose(let code, let description):
+                connection?.markClosing(code: code, description: description)
+            case .startCloseTimer(let timeout):
+                guard let context else { continue }
+                closeTimer?.cancel()
+                closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+                    self.perform(self.machine.closeTimerFired())
+                }
+            case .cancelCloseTimer:
+                closeTimer?.cancel()
+            case .closeOutput:
+                context?.close(mode: .output).assumeIsolated().whenFailure { _ in
+                    self.context?.close(promise: nil)
+                }
+            case .closeSocket:
+                context?.close(promise: nil)
+            case .releaseReadHolds:
+                awaitingConsumer = false
+                userPaused = false
+                streamBackpressure = false
+                if pendingRead, let context {
+                    pendingRead = false
+                    context.read()
+                }
+            }
         }
     }
 
@@ -247,7 +251,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func resumeIfPossible() {
-        guard let context, !isHolding, closeState != .closed else { return }
+        guard let context, !isHolding, !machine.isClosed else { return }
         while !isHolding, !held.isEmpty {
             process(held.removeFirst(), fromChannel: false)
         }
@@ -260,82 +264,105 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     // MARK: - Sending
 
-    func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
-        guard closeState == .open, let context else {
-            completion?(WebSocketError(.notConnected, "Cannot send: the connection is closing or closed"))
-            return
+    /// Frames and writes a message; a refusal (closing, an extension failing) goes to
+    /// `completion` and is returned too.
+    @discardableResult
+    func sendMessage(
+        opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?
+    ) -> WebSocketError? {
+        guard let context else {
+            let error = WebSocketError(.notConnected, "Cannot send: the connection is closing or closed")
+            completion?(error)
+            return error
         }
-        var payload = payload
-        var rsv: UInt8 = 0
-        for codec in codecs {
-            do {
-                if let (encoded, bits) = try codec.encode(message: payload, opcode: opcode, allowed: compress, allocator: context.channel.allocator) {
-                    payload = encoded
-                    rsv |= bits
-                }
-            } catch {
-                completion?(WebSocketError(.invalidArgument, "Extension \(codec.negotiated.name) could not encode the message: \(error)"))
-                return
-            }
+        var output = Output(handler: self)
+        if let error = machine.sendMessage(opcode: opcode, payload: payload, compress: compress, allocator: context.channel.allocator, into: &output) {
+            completion?(error)
+            return error
         }
-        let promise = completion.map { completion -> EventLoopPromise<Void> in
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            promise.futureResult.whenComplete { result in
-                if case .failure(let error) = result { completion(error) } else { completion(nil) }
-            }
-            return promise
-        }
-        let threshold = max(1, options.fragmentationThreshold)
-        if !options.fragmentOutgoingMessages || payload.readableBytes <= threshold {
-            writeFrame(opcode: opcode, fin: true, rsv: rsv, payload: payload, promise: promise)
-            return
-        }
-        var rest = payload
-        var frameOpcode = opcode
-        while rest.readableBytes > threshold {
-            let piece = rest.readSlice(length: threshold)!
-            writeFrame(opcode: frameOpcode, fin: false, rsv: rsv, payload: piece, promise: nil)
-            frameOpcode = .continuation
-            rsv = 0
-        }
-        writeFrame(opcode: frameOpcode, fin: true, rsv: rsv, payload: rest, promise: promise)
+        output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
+        return nil
     }
 
     func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)?) {
-        guard closeState != .closed, closeState != .dropping, let context else {
+        guard let context else {
             completion?(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
             return
         }
-        // A client masks every frame with a fresh key (RFC 6455 §5.3); a server never masks.
-        var frame = frame
-        frame.mask = role == .client
-        frame.maskingKey = nil
-        let buffer = frame.serialized(allocator: context.channel.allocator)
-        let promise = completion.map { completion -> EventLoopPromise<Void> in
-            let promise = context.eventLoop.makePromise(of: Void.self)
+        var output = Output(handler: self)
+        if let error = machine.sendFrame(frame, allocator: context.channel.allocator, into: &output) {
+            completion?(error)
+            return
+        }
+        output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
+    }
+
+    private static func promise(for completion: (@Sendable ((any Error)?) -> Void)?, on eventLoop: any EventLoop) -> EventLoopPromise<Void>? {
+        completion.map { completion in
+            let promise = eventLoop.makePromise(of: Void.self)
             promise.futureResult.whenComplete { result in
                 if case .failure(let error) = result { completion(error) } else { completion(nil) }
             }
             return promise
         }
-        write(buffer, promise: promise)
+    }
+
+    /// The frames one call of the state machine writes, passed on in order; the last one is held
+    /// back until ``finish(promise:)`` so that a completion goes with the message's last frame.
+    private struct Output: WebSocketFrameSink {
+        let handler: WebSocketConnectionHandler
+        private var last: Frame?
+
+        private enum Frame {
+            case frame(WebSocketFrameHeader, ByteBuffer)
+            case serialized(ByteBuffer)
+        }
+
+        init(handler: WebSocketConnectionHandler) {
+            self.handler = handler
+        }
+
+        mutating func write(_ header: WebSocketFrameHeader, payload: ByteBuffer) {
+            passOn(promise: nil)
+            last = .frame(header, payload)
+        }
+
+        mutating func write(serialized frame: ByteBuffer) {
+            passOn(promise: nil)
+            last = .serialized(frame)
+        }
+
+        /// Writes the held-back frame, with `promise` (completed at once when there is none).
+        mutating func finish(promise: EventLoopPromise<Void>?) {
+            if last == nil {
+                promise?.succeed(())
+                return
+            }
+            passOn(promise: promise)
+        }
+
+        private mutating func passOn(promise: EventLoopPromise<Void>?) {
+            switch last {
+            case .frame(let header, let payload): handler.writeFrame(header, payload: payload, promise: promise)
+            case .serialized(let bytes): handler.write(bytes, promise: promise)
+            case nil: break
+            }
+            last = nil
+        }
     }
 
     /// Payloads up to this size are copied behind their header into one buffer; larger ones
     /// (server side) go out as a separate buffer, without a copy.
     private static let copyThreshold = 1024
 
-    private func writeFrame(opcode: WebSocketOpcode, fin: Bool, rsv: UInt8 = 0, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
+    private func writeFrame(_ header: WebSocketFrameHeader, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
         guard let context else {
             promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
             return
         }
         let length = payload.readableBytes
-        let key: WebSocketMaskingKey? = role == .client ? .random() : nil
-        let header = WebSocketFrameHeader(
-            fin: fin, rsv1: rsv & 0x40 != 0, rsv2: rsv & 0x20 != 0, rsv3: rsv & 0x10 != 0,
-            opcode: opcode, maskingKey: key, payloadLength: UInt64(length))
         let headerLength = header.encodedLength
+        let key = header.maskingKey
         if key == nil && length > Self.copyThreshold {
             var headerBuffer = context.channel.allocator.buffer(capacity: headerLength)
             header.write(to: &headerBuffer)
@@ -371,7 +398,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
-        guard let context else { return }
+        guard let context else {
+            promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
+            return
+        }
         writeBatch()
         context.write(wrapOutboundOut(buffer), promise: promise)
         if inReadLoop {
@@ -389,100 +419,23 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func closePayload(code: Int, description: String) -> ByteBuffer {
-        var payload = ByteBuffer()
-        payload.writeInteger(UInt16(code))
-        payload.writeString(String(description.utf8.prefix(123)) ?? "")
-        return payload
-    }
-
     // MARK: - Closing
 
     /// Starts the close handshake (`connection.close()`).
     func close(code: Int, description: String) {
-        guard closeState == .open else { return }
-        connection?.markClosing(code: code, description: description)
-        closeState = .closeSent
-        writeFrame(opcode: .connectionClose, fin: true, payload: closePayload(code: code, description: description), promise: nil)
-        flushIfNeeded()
-        scheduleCloseTimer()
+        var output = Output(handler: self)
+        let effects = machine.close(code: code, description: description, into: &output)
+        output.finish(promise: nil)
+        perform(effects)
     }
 
     /// Fails or abandons the connection (`connection.drop()`, protocol errors, keepalive).
-    ///
-    /// The close frame is written, then the output side is shut and input is discarded until
-    /// the peer closes (at most `closeTimeout`): closing at once with unread input would make
-    /// the kernel send a reset that can destroy the close frame before the peer reads it.
     func drop(code: Int, description: String, skipCloseFrame: Bool) {
-        guard let context, closeState != .closed, closeState != .dropping else { return }
-        connection?.markClosing(code: code, description: description)
-        // After our close frame (closeSent) no second one goes out: the socket just closes.
-        let wasOpen = closeState == .open
-        closeState = .dropping
-        awaitingConsumer = false
-        userPaused = false
-        streamBackpressure = false
-        if skipCloseFrame || !wasOpen {
-            flushIfNeeded()
-            context.close(promise: nil)
-            return
-        }
-        let wireCode = WebSocketCloseReason.isValidOnWire(code) ? code : WebSocketCloseReason.protocolError
-        writeFrame(opcode: .connectionClose, fin: true, payload: closePayload(code: wireCode, description: description), promise: nil)
-        flushIfNeeded()
-        context.close(mode: .output).assumeIsolated().whenFailure { _ in
-            self.context?.close(promise: nil)
-        }
-        scheduleCloseTimer()
-        if pendingRead {
-            pendingRead = false
-            context.read()
-        }
-    }
-
-    /// The peer's close frame arrived.
-    private func peerClosed(code: Int, reason: String) {
-        guard let context else { return }
-        switch closeState {
-        case .open:
-            connection?.markClosing(code: code, description: reason.isEmpty ? WebSocketCloseReason.description(for: code) : reason)
-            closeState = .closeReceived
-            let replyCode = code == WebSocketCloseReason.notProvided ? WebSocketCloseReason.normal : code
-            writeFrame(opcode: .connectionClose, fin: true, payload: closePayload(code: replyCode, description: ""), promise: nil)
-            flushIfNeeded()
-            finishHandshake(context)
-        case .closeSent:
-            closeState = .closeReceived
-            closeTimer?.cancel()
-            finishHandshake(context)
-        case .closeReceived, .dropping, .closed:
-            break
-        }
-    }
-
-    /// Both close frames are out: the server closes the TCP connection; the client waits for
-    /// the server to do so (RFC 6455 §7.1.1), at most `closeTimeout`.
-    private func finishHandshake(_ context: ChannelHandlerContext) {
-        if role == .server {
-            context.close(promise: nil)
-        } else {
-            scheduleCloseTimer()
-            if pendingRead {
-                pendingRead = false
-                context.read()
-            }
-            awaitingConsumer = false
-            userPaused = false
-            streamBackpressure = false
-        }
-    }
-
-    private func scheduleCloseTimer() {
-        guard let context else { return }
-        closeTimer?.cancel()
-        closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: options.closeTimeout) {
-            self.context?.close(promise: nil)
-        }
+        guard context != nil else { return }
+        var output = Output(handler: self)
+        let effects = machine.drop(code: code, description: description, skipCloseFrame: skipCloseFrame, into: &output)
+        output.finish(promise: nil)
+        perform(effects)
     }
 
     // MARK: - Keepalive
@@ -500,48 +453,35 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func keepaliveFired() {
-        guard closeState == .open, let context else { return }
-        let now = NIODeadline.now()
-        let idleSince = lastActivity
-        if now - idleSince < options.keepaliveInterval || pingOutstanding {
-            scheduleKeepalive(at: max(idleSince + options.keepaliveInterval, now + .milliseconds(1)))
+        guard let context else { return }
+        switch machine.keepaliveFired(at: .now()) {
+        case .stop:
             return
+        case .reschedule(let deadline):
+            scheduleKeepalive(at: deadline)
+        case .ping(let deadline):
+            var output = Output(handler: self)
+            machine.writeKeepalivePing(into: &output)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            output.finish(promise: written)
+            written.futureResult.assumeIsolated().whenSuccess { self.keepalivePingWritten() }
+            scheduleKeepalive(at: deadline)
         }
-        pingOutstanding = true
-        let written = context.eventLoop.makePromise(of: Void.self)
-        writeFrame(opcode: .ping, fin: true, payload: ByteBuffer(), promise: written)
-        written.futureResult.assumeIsolated().whenSuccess { self.pingWritten() }
-        scheduleKeepalive(at: now + options.keepaliveInterval)
     }
 
     /// The keepalive ping reached the socket: the grace period starts now.
-    private func pingWritten() {
-        guard closeState == .open, let context else { return }
+    private func keepalivePingWritten() {
         let writtenAt = NIODeadline.now()
-        guard options.dropConnectionOnKeepaliveTimeout else {
-            pingOutstanding = false
-            return
-        }
+        guard let context, let end = machine.keepalivePingWritten(at: writtenAt) else { return }
         graceTimer?.cancel()
-        graceTimer = context.eventLoop.assumeIsolated().scheduleTask(in: options.keepaliveGracePeriod) {
-            self.pingOutstanding = false
-            if self.lastActivity < writtenAt {
+        graceTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: end) {
+            var output = Output(handler: self)
+            let effects = self.machine.keepaliveGraceEnded(pingWrittenAt: writtenAt, into: &output)
+            if !effects.isEmpty {
                 self.connection?.logger.debug("WebSocket keepalive timeout: dropping the connection")
-                self.drop(code: WebSocketCloseReason.abnormal, description: "Peer not responding.", skipCloseFrame: true)
             }
+            output.finish(promise: nil)
+            self.perform(effects)
         }
-    }
-
-    private func enableNativeKeepalive(_ channel: Channel) {
-        guard let options = channel.syncOptions else { return }
-        try? options.setOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
-        #if os(Linux)
-        let idle = max(1, Int(self.options.keepaliveInterval.nanoseconds / 1_000_000_000))
-        try? options.setOption(
-            ChannelOptions.Types.SocketOption(
-                level: NIOBSDSocket.OptionLevel(rawValue: CInt(IPPROTO_TCP)),
-                name: NIOBSDSocket.Option(rawValue: CInt(TCP_KEEPIDLE))),
-            value: idle)
-        #endif
     }
 }

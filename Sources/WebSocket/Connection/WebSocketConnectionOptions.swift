@@ -26,15 +26,29 @@ struct WebSocketConnectionOptions: Sendable {
 /// The write buffer's watermarks, in bytes: when more than `high` bytes wait to be written the
 /// channel is not writable (async sends wait, `W3CWebSocket.bufferedAmount` grows); `drain` fires
 /// when it falls back below `low`. Default 32 KiB and 64 KiB, NIO's defaults.
+///
+/// The two values are checked together when made: ``init(low:high:)`` throws for a negative
+/// `low` or a `low` above `high`, so a configuration never holds a pair NIO would refuse.
 public struct WebSocketWriteBufferWaterMark: Sendable, Hashable {
-    /// The low watermark.
-    public var low: Int
-    /// The high watermark.
-    public var high: Int
+    /// The low watermark (default 32 KiB).
+    public private(set) var low: Int
+    /// The high watermark (default 64 KiB).
+    public private(set) var high: Int
 
-    /// Watermarks of `low` and `high` bytes (`low` ≤ `high`).
-    public init(low: Int = 32 * 1024, high: Int = 64 * 1024) {
-        precondition(low >= 0 && low <= high, "the low watermark must be between 0 and the high one")
+    /// NIO's default watermarks: 32 KiB and 64 KiB.
+    public init() {
+        self.low = 32 * 1024
+        self.high = 64 * 1024
+    }
+
+    /// Watermarks of `low` and `high` bytes; throws ``WebSocketError/Code-swift.struct/invalidArgument``
+    /// unless `0 <= low <= high`.
+    public init(low: Int, high: Int) throws(WebSocketError) {
+        guard low >= 0, low <= high else {
+            throw WebSocketError(
+                .invalidArgument,
+                "Write buffer watermarks low=\(low) high=\(high) are invalid: low must be at least 0 and at most high")
+        }
         self.low = low
         self.high = high
     }
@@ -49,9 +63,22 @@ public enum WebSocketRole: Sendable, Hashable {
 }
 
 extension TimeAmount {
-    init(_ duration: Duration) {
+    /// The longest time the library schedules anything for: about 100 years. Longer durations
+    /// (a `keepaliveInterval` of `.seconds(.max)`, say) mean "never" and are cut to this, so that
+    /// no arithmetic on deadlines overflows.
+    static let longest = TimeAmount.hours(24 * 365 * 100)
+
+    /// `duration` in nanoseconds, saturating: negative durations become zero, durations over
+    /// ``longest`` become ``longest``.
+    init(scheduling duration: Duration) {
         let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        if seconds < 0 || (seconds == 0 && attoseconds < 0) {
+            self = .zero
+        } else if seconds >= TimeAmount.longest.nanoseconds / 1_000_000_000 {
+            self = TimeAmount.longest
+        } else {
+            self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        }
     }
 }
 
@@ -84,11 +111,11 @@ extension WebSocketConnectionSettings {
             fragmentOutgoingMessages: fragmentOutgoingMessages,
             fragmentationThreshold: fragmentationThreshold,
             assembleFragments: assembleFragments,
-            closeTimeout: TimeAmount(closeTimeout),
+            closeTimeout: TimeAmount(scheduling: closeTimeout),
             keepalive: keepalive,
-            keepaliveInterval: TimeAmount(keepaliveInterval),
+            keepaliveInterval: TimeAmount(scheduling: keepaliveInterval),
             dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
-            keepaliveGracePeriod: TimeAmount(keepaliveGracePeriod),
+            keepaliveGracePeriod: TimeAmount(scheduling: keepaliveGracePeriod),
             useNativeKeepalive: useNativeKeepalive,
             writeBufferWaterMark: writeBufferWaterMark)
     }

@@ -44,6 +44,8 @@ public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertibl
         public static let extensionNotOffered = Code(raw: "extensionNotOffered")
         /// Client: the HTTP proxy refused or failed the `CONNECT` request.
         public static let proxyFailed = Code(raw: "proxyFailed")
+        /// A second iterator over a sequence that allows one (``WebSocketConnection/messages``).
+        public static let alreadyIterating = Code(raw: "alreadyIterating")
         public var description: String { raw }
     }
 

@@ -3,9 +3,28 @@ import NIOCore
 
 /// A token returned by every `on…` registration; pass it to `removeHandler(_:)` (or call
 /// ``cancel()``) to unregister that handler.
+///
+/// Tokens are equal only when they were returned for the same registration: ids are unique in
+/// the process, across connections, servers and clients.
 public struct WebSocketHandlerToken: Sendable, Hashable {
     let id: UInt64
     let remove: @Sendable (UInt64) -> Void
+
+    /// A token for a registration that holds nothing (a close handler registered after the
+    /// close ran at once): removing it does nothing, and it equals no other token.
+    static func inert() -> WebSocketHandlerToken {
+        WebSocketHandlerToken(id: nextID()) { _ in }
+    }
+
+    private static let counter = NIOLockedValueBox<UInt64>(0)
+
+    /// A new id, unique in the process (one lock, taken per registration, never per message).
+    static func nextID() -> UInt64 {
+        counter.withLockedValue { next in
+            next += 1
+            return next
+        }
+    }
 
     /// Unregisters the handler this token was returned for.
     public func cancel() { remove(id) }
@@ -20,43 +39,40 @@ public struct WebSocketHandlerToken: Sendable, Hashable {
 /// order, so a handler may register or remove handlers without deadlocking.
 final class WebSocketEventHandlers<Argument>: Sendable {
     typealias Handler = @Sendable (Argument) -> Void
-    private let storage = NIOLockedValueBox<(next: UInt64, handlers: [(UInt64, Handler)])>((0, []))
+    private let storage = NIOLockedValueBox<[(UInt64, Handler)]>([])
 
     init() {}
 
     func add(_ handler: @escaping Handler) -> WebSocketHandlerToken {
-        let id = storage.withLockedValue { state -> UInt64 in
-            state.next += 1
-            state.handlers.append((state.next, handler))
-            return state.next
-        }
+        let id = WebSocketHandlerToken.nextID()
+        storage.withLockedValue { $0.append((id, handler)) }
         return WebSocketHandlerToken(id: id) { [weak self] id in self?.remove(id) }
     }
 
     func remove(_ id: UInt64) {
-        storage.withLockedValue { $0.handlers.removeAll { $0.0 == id } }
+        storage.withLockedValue { $0.removeAll { $0.0 == id } }
     }
 
-    var isEmpty: Bool { storage.withLockedValue { $0.handlers.isEmpty } }
+    var isEmpty: Bool { storage.withLockedValue { $0.isEmpty } }
 
     /// Calls every handler with `argument`; returns whether there was any.
     @discardableResult
     func emit(_ argument: Argument) -> Bool {
-        let handlers = storage.withLockedValue { $0.handlers }
+        let handlers = storage.withLockedValue { $0 }
         for (_, handler) in handlers { handler(argument) }
         return !handlers.isEmpty
     }
 
     /// Removes every handler and returns them, in registration order.
     func takeAll() -> [Handler] {
-        storage.withLockedValue { state in
-            defer { state.handlers.removeAll() }
-            return state.handlers.map(\.1)
+        storage.withLockedValue { handlers in
+            defer { handlers.removeAll() }
+            return handlers.map(\.1)
         }
     }
 
     func removeAll() {
-        storage.withLockedValue { $0.handlers.removeAll() }
+        storage.withLockedValue { $0.removeAll() }
     }
 }
 
@@ -64,11 +80,11 @@ final class WebSocketEventHandlers<Argument>: Sendable {
 /// locked state: one object and one lock per connection for these and the rest of its shared
 /// state (seven lists with a lock each were about 0.7 KiB per idle connection; a separate
 /// object with its own lock, another 0.1 KiB and a second lock taken for every message).
-/// Handler ids are unique across the events, so a token removes by id alone.
+/// Handler ids are unique in the process (``WebSocketHandlerToken/nextID()``), so a token
+/// removes by id alone.
 struct WebSocketConnectionHandlers {
     typealias List<Argument> = [(id: UInt64, handler: @Sendable (Argument) -> Void)]
 
-    private var next: UInt64 = 0
     var message: List<WebSocketMessage> = []
     var frame: List<WebSocketFrame> = []
     var close: List<(Int, String)> = []
@@ -82,9 +98,9 @@ struct WebSocketConnectionHandlers {
         _ list: WritableKeyPath<WebSocketConnectionHandlers, List<Argument>>,
         _ handler: @escaping @Sendable (Argument) -> Void
     ) -> UInt64 {
-        next += 1
-        self[keyPath: list].append((next, handler))
-        return next
+        let id = WebSocketHandlerToken.nextID()
+        self[keyPath: list].append((id, handler))
+        return id
     }
 
     mutating func remove(_ id: UInt64) {
@@ -101,10 +117,7 @@ struct WebSocketConnectionHandlers {
     var hasNoDataListener: Bool { message.isEmpty && frame.isEmpty }
 
     /// Drops every handler (the connection closed: nothing will be emitted any more).
-    /// Ids keep counting, so a stale token never removes a later handler.
     mutating func removeAll() {
-        let next = self.next
         self = WebSocketConnectionHandlers()
-        self.next = next
     }
 }

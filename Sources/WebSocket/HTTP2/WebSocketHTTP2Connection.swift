@@ -115,12 +115,12 @@ public final class WebSocketHTTP2Connection: Sendable {
     ) -> EventLoopFuture<OpenResult> {
         let promise = eventLoop.makePromise(of: OpenResult.self)
         let what = (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
-        let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+        let timer = eventLoop.scheduleTask(in: TimeAmount(scheduling: timeout)) {
             promise.fail(WebSocketError(.timeout, "Connecting to \(what) over HTTP/2 did not finish within \(timeout)"))
         }
         promise.futureResult.whenComplete { _ in timer.cancel() }
         ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(timeout))
+            .connectTimeout(TimeAmount(scheduling: timeout))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -207,7 +207,7 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandlers([
-                WebSocketHTTP2StreamBridge(closeTimeout: TimeAmount(server.configuration.closeTimeout)),
+                WebSocketHTTP2StreamBridge(closeTimeout: TimeAmount(scheduling: server.configuration.closeTimeout)),
                 connection.channelHandler,
             ])
         } catch {

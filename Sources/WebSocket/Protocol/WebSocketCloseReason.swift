@@ -58,6 +58,26 @@ public enum WebSocketCloseReason {
         }
     }
 
+    /// The most bytes of UTF-8 a close frame's description can carry (125 less the 2-byte code).
+    public static let maxDescriptionBytes = 123
+
+    /// `description` cut to at most ``maxDescriptionBytes`` bytes of UTF-8 at the last whole
+    /// character that fits (never inside a multi-byte character, which would make the frame's
+    /// text invalid UTF-8 and so, in the past, empty).
+    public static func truncatedDescription(_ description: String, maxBytes: Int = maxDescriptionBytes) -> String {
+        if description.utf8.count <= maxBytes { return description }
+        var bytes = 0
+        var end = description.startIndex
+        for index in description.indices {
+            let next = description.index(after: index)
+            let size = description[index..<next].utf8.count
+            if bytes + size > maxBytes { break }
+            bytes += size
+            end = next
+        }
+        return String(description[..<end])
+    }
+
     /// Whether `code` may appear in a close frame on the wire (RFC 6455 §7.4 and the IANA
     /// registry): 1000-1003, 1007-1014, and the application ranges 3000-4999. 1004, 1005,
     /// 1006 and 1015 are reserved and never sent.

@@ -189,7 +189,7 @@ public final class WebSocketServer: Sendable {
                     if http2 {
                         // ALPN decides: h2 gets the HTTP/2 pipeline (RFC 8441), anything else HTTP/1.1.
                         // A client that never finishes TLS is cut off like a slow HTTP/1.1 request.
-                        let timeout = TimeAmount(self.configuration.handshakeTimeout)
+                        let timeout = TimeAmount(scheduling: self.configuration.handshakeTimeout)
                         let timer = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
                         let reporter = TLSFailureReporter(server: self)
                         let alpn = NIOTypedApplicationProtocolNegotiationHandler<Void> { result, channel in
@@ -290,8 +290,8 @@ public final class WebSocketServer: Sendable {
         let management = NIOHTTP2ServerConnectionManagementHandler(
             eventLoop: channel.eventLoop,
             configuration: .init(
-                maxIdleTime: TimeAmount(configuration.http2IdleTimeout), maxAge: nil,
-                maxGraceTime: TimeAmount(configuration.closeTimeout) + .seconds(1), keepalive: nil))
+                maxIdleTime: TimeAmount(scheduling: configuration.http2IdleTimeout), maxAge: nil,
+                maxGraceTime: TimeAmount(scheduling: configuration.closeTimeout) + .seconds(1), keepalive: nil))
         let pipeline = channel.pipeline.syncOperations
         _ = try pipeline.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: connectionConfiguration, streamConfiguration: streamConfiguration,
@@ -348,7 +348,7 @@ public final class WebSocketServer: Sendable {
     /// connection alive for `requestTimeout`.
     func requestTimeout(for request: WebSocketRequest, on eventLoop: any EventLoop) -> Scheduled<Void> {
         let timeout = configuration.requestTimeout
-        return eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+        return eventLoop.scheduleTask(in: TimeAmount(scheduling: timeout)) {
             guard !request.isDecided else { return }
             self.upgradeErrorHandlers.emit(
                 WebSocketError(.timeout, "The request for \(request.resource) was not accepted or rejected within \(timeout)"))

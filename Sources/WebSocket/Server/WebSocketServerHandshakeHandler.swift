@@ -41,7 +41,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let timeout = server.configuration.handshakeTimeout
-        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeout)) {
+        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(scheduling: timeout)) {
             guard !self.finished else { return }
             self.finished = true
             self.server.upgradeErrorHandlers.emit(

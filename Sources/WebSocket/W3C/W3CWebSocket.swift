@@ -237,7 +237,7 @@ public final class W3CWebSocket: Sendable {
             client.onConnectFailed { [self] error in failedToOpen(error) },
         ]
         state.withLockedValue { $0.clientTokens = tokens }
-        client.connect(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
+        client.connect(url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
     }
 
     // MARK: Sending
@@ -304,6 +304,11 @@ public final class W3CWebSocket: Sendable {
         case .close(let connection):
             try connection.close(reasonCode: code ?? WebSocketCloseReason.normal, description: reason)
         }
+    }
+
+    /// ``close(code:reason:)`` with a ``WebSocketCloseCode`` (`.normal`, or a 3000-4999 code).
+    public func close(code: WebSocketCloseCode, reason: String? = nil) throws {
+        try close(code: code.rawValue, reason: reason)
     }
 
     // MARK: Internals

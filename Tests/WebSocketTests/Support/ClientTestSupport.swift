@@ -320,7 +320,7 @@ func connectOutcome(
         client.onConnectFailed { outcome.fulfill(.failed($0)) },
     ]
     defer { tokens.forEach { $0.cancel() } }
-    client.connect(url: url, protocols: protocols, requestOptions: requestOptions) as Void
+    client.connect(url, protocols: protocols, requestOptions: requestOptions)
     return try await outcome.value(timeout, "the outcome of connecting to \(url)")
 }
 
