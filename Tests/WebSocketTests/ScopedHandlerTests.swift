@@ -173,6 +173,48 @@ struct ScopedHandlerTests {
         try await within(15, "run() to return") { try await running.value }
     }
 
+    @Test("through the router: a mounted connection handler's return closes with 1000")
+    func routerMount() async throws {
+        let router = WebSocketRouter()
+        try router.mount("/echo", protocol: "echo-protocol") { connection in
+            for try await message in connection.messages {
+                try await connection.send(message)
+                return
+            }
+        }
+        let server = try await TestServer.start(setup: { router.attachServer($0) })
+        defer { Task { await server.stop() } }
+        let client: WebSocketConnection = try await withTimeout(10, "connecting") {
+            try await WebSocketClient().connect(url: "ws://127.0.0.1:\(server.port)/echo", protocols: ["echo-protocol"])
+        }
+        let closed = Events<Closed>()
+        client.onClose { closed.fulfill(Closed(code: $0, description: $1)) }
+        #expect(client.protocol == "echo-protocol")
+        try await client.sendUTF("routed")
+        var received: [WebSocketMessage] = []
+        for try await message in client.messages { received.append(message) }
+        #expect(received == [.utf8("routed")])
+        #expect(try await closed.next(10, "the close") == Closed(code: 1000, description: "Normal connection closure"))
+    }
+
+    @Test("through the router: WebSocketRouterRequest.accept(handler:) closes with 1011 when the handler throws")
+    func routerRequestAccept() async throws {
+        let router = WebSocketRouter()
+        try router.mount("/rooms", protocol: "*") { request in
+            _ = try? request.accept(origin: request.origin) { connection in
+                throw HandlerFailure(description: "room \(connection.protocol ?? "-") is full")
+            }
+        }
+        let server = try await TestServer.start(setup: { router.attachServer($0) })
+        defer { Task { await server.stop() } }
+        let client: WebSocketConnection = try await withTimeout(10, "connecting") {
+            try await WebSocketClient().connect(url: "ws://127.0.0.1:\(server.port)/rooms", protocols: ["chat"])
+        }
+        let closed = Events<Closed>()
+        client.onClose { closed.fulfill(Closed(code: $0, description: $1)) }
+        #expect(try await closed.next(10, "the close") == Closed(code: 1011, description: "room chat is full"))
+    }
+
     @Test("the task list: tasks started during a shutdown are cancelled at once, those after it are not")
     func trackerCancelsLateTasks() async throws {
         let tasks = WebSocketScopedHandlers()
