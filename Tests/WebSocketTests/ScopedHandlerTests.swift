@@ -53,9 +53,9 @@ private struct HandlerFailure: Error, CustomStringConvertible {
 }
 
 /// Connects a client to `url`; its close event goes to the returned events.
-private func connectClient(_ url: String) async throws -> (WebSocketConnection, Events<Closed>) {
+private func connectClient(_ url: String, protocols: [String] = []) async throws -> (WebSocketConnection, Events<Closed>) {
     let connection: WebSocketConnection = try await withTimeout(10, "connecting to \(url)") {
-        try await WebSocketClient().connect(url: url)
+        try await WebSocketClient().connect(url: url, protocols: protocols)
     }
     let closed = Events<Closed>()
     connection.onClose { code, description in closed.fulfill(Closed(code: code, description: description)) }
@@ -184,11 +184,7 @@ struct ScopedHandlerTests {
         }
         let server = try await TestServer.start(setup: { router.attachServer($0) })
         defer { Task { await server.stop() } }
-        let client: WebSocketConnection = try await withTimeout(10, "connecting") {
-            try await WebSocketClient().connect(url: "ws://127.0.0.1:\(server.port)/echo", protocols: ["echo-protocol"])
-        }
-        let closed = Events<Closed>()
-        client.onClose { closed.fulfill(Closed(code: $0, description: $1)) }
+        let (client, closed) = try await connectClient("ws://127.0.0.1:\(server.port)/echo", protocols: ["echo-protocol"])
         #expect(client.protocol == "echo-protocol")
         try await client.sendUTF("routed")
         var received: [WebSocketMessage] = []
@@ -207,11 +203,7 @@ struct ScopedHandlerTests {
         }
         let server = try await TestServer.start(setup: { router.attachServer($0) })
         defer { Task { await server.stop() } }
-        let client: WebSocketConnection = try await withTimeout(10, "connecting") {
-            try await WebSocketClient().connect(url: "ws://127.0.0.1:\(server.port)/rooms", protocols: ["chat"])
-        }
-        let closed = Events<Closed>()
-        client.onClose { closed.fulfill(Closed(code: $0, description: $1)) }
+        let (_, closed) = try await connectClient("ws://127.0.0.1:\(server.port)/rooms", protocols: ["chat"])
         #expect(try await closed.next(10, "the close") == Closed(code: 1011, description: "room chat is full"))
     }
 
