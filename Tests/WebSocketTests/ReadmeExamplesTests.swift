@@ -50,4 +50,32 @@ struct ReadmeExamplesTests {
         #expect(received == [.utf8("Hello, server"), .binary(ByteBuffer(bytes: [1, 2, 3]))])
         #expect(try await closes.value() == 1000)
     }
+
+    @Test("the async server example echoes until the client closes")
+    func asyncServer() async throws {
+        let server = WebSocketServer()
+        // -- async server example --
+        server.onRequest { request in
+            _ = try? request.accept(protocol: request.requestedProtocols.first) { connection in
+                for try await message in connection.messages {
+                    try await connection.send(message)
+                }
+            }
+        }
+        let address = try await server.listen(host: "127.0.0.1", port: 0)
+        defer { Task { await server.shutDown() } }
+
+        let received = try await withTimeout(10) {
+            let client = WebSocketClient()
+            let connection = try await client.connect(url: "ws://127.0.0.1:\(address.port!)/", protocols: ["echo-protocol"])
+            try await connection.sendUTF("Hello, server")
+            var messages: [WebSocketMessage] = []
+            for try await message in connection.messages {
+                messages.append(message)
+                try connection.close()
+            }
+            return messages
+        }
+        #expect(received == [.utf8("Hello, server")])
+    }
 }

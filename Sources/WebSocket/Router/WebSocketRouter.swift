@@ -18,6 +18,9 @@ import NIOConcurrencyHelpers
 public final class WebSocketRouter: Sendable {
     /// The handler of a mounted route.
     public typealias Handler = @Sendable (WebSocketRouterRequest) -> Void
+    /// The scoped handler of a route that accepts every request
+    /// (``mount(_:protocol:connectionHandler:)``): it has the connection for as long as it runs.
+    public typealias ConnectionHandler = @Sendable (WebSocketConnection) async throws -> Void
 
     /// The protocol key for requests that asked for no subprotocol (as in the original).
     static let noProtocol = "____no_protocol____"
@@ -71,6 +74,27 @@ public final class WebSocketRouter: Sendable {
             }
             state.routes.append(Route(path: path, protocolName: name, handler: handler))
         }
+    }
+
+    /// Mounts a route that accepts every request to `path` asking for `protocol` (with that
+    /// protocol, echoing the request's origin) and runs `connectionHandler` with the connection.
+    /// The connection closes with 1000 when the handler returns and with 1011 when it throws;
+    /// the handler is cancelled when the server shuts down (see
+    /// ``WebSocketRequest/accept(protocol:origin:cookies:handler:)``). To look at the request
+    /// first, mount a ``Handler`` and call ``WebSocketRouterRequest/accept(origin:cookies:handler:)``.
+    ///
+    /// ```swift
+    /// try router.mount("/echo", protocol: "echo-protocol") { connection in
+    ///     for try await message in connection.messages { try await connection.send(message) }
+    /// }
+    /// ```
+    ///
+    /// Throws if that path and protocol already have a handler.
+    public func mount(_ path: WebSocketRoutePath, protocol: String? = nil, connectionHandler: @escaping ConnectionHandler) throws {
+        try mount(path, protocol: `protocol`, handler: { (request: WebSocketRouterRequest) in
+            // Fails only for a request already decided (by requestTimeout): nothing left to do.
+            _ = try? request.accept(origin: request.origin, handler: connectionHandler)
+        })
     }
 
     /// Removes the handler mounted for `path` and `protocol`; returns whether there was one.

@@ -37,6 +37,18 @@ public struct WebSocketRouterRequest: Sendable {
         try webSocketRequest.accept(protocol: `protocol`, origin: origin, cookies: cookies)
     }
 
+    /// Accepts with the route's protocol and runs `handler` with the connection in a task the
+    /// server tracks: the connection closes with 1000 when `handler` returns, with 1011 when it
+    /// throws, and `handler` is cancelled when the server shuts down. See
+    /// ``WebSocketRequest/accept(protocol:origin:cookies:handler:)``.
+    @discardableResult
+    public func accept(
+        origin: String? = nil, cookies: [WebSocketCookie] = [],
+        handler: @escaping @Sendable (WebSocketConnection) async throws -> Void
+    ) throws -> WebSocketConnection {
+        try webSocketRequest.accept(protocol: `protocol`, origin: origin, cookies: cookies, handler: handler)
+    }
+
     /// Rejects. See ``WebSocketRequest/reject(status:reason:extraHeaders:)``.
     public func reject(status: Int = 403, reason: String? = nil, extraHeaders: [String: String] = [:]) {
         webSocketRequest.reject(status: status, reason: reason, extraHeaders: extraHeaders)

@@ -135,6 +135,39 @@ public final class WebSocketRequest: Sendable {
         return connection
     }
 
+    /// Accepts the handshake as ``accept(protocol:origin:cookies:)`` does, then runs `handler`
+    /// with the connection in a task the server tracks: the connection lives as long as the
+    /// handler runs.
+    ///
+    /// ```swift
+    /// try request.accept(protocol: "echo") { connection in
+    ///     for try await message in connection.messages {
+    ///         try await connection.send(message)
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// - When `handler` returns and the connection is still open, it closes with 1000.
+    /// - When `handler` throws, the connection closes with 1011 (internal error) and the error's
+    ///   text, cut to the 123 bytes a close frame holds. Throw only errors whose text a client
+    ///   may read.
+    /// - ``WebSocketServer/shutDown()`` (and a graceful shutdown of ``WebSocketServer/run()``)
+    ///   cancels `handler` (the `messages` loop throws `CancellationError`), closes the
+    ///   connection with 1001 and waits for `handler` to return.
+    /// - When the peer closes first, the `messages` loop ends and nothing more is sent.
+    ///
+    /// Throws, before `handler` starts, what ``accept(protocol:origin:cookies:)`` throws. Returns
+    /// the connection, for callbacks such as ``WebSocketConnection/onClose(_:)``.
+    @discardableResult
+    public func accept(
+        protocol: String? = nil, origin: String? = nil, cookies: [WebSocketCookie] = [],
+        handler: @escaping @Sendable (WebSocketConnection) async throws -> Void
+    ) throws -> WebSocketConnection {
+        let connection = try accept(protocol: `protocol`, origin: origin, cookies: cookies)
+        server.runScoped(connection, handler: handler)
+        return connection
+    }
+
     /// Rejects the handshake: answers `status` (default 403) with `reason` in
     /// `X-WebSocket-Reject-Reason` and `extraHeaders`, then closes the socket.
     public func reject(status: Int = 403, reason: String? = nil, extraHeaders: [String: String] = [:]) {

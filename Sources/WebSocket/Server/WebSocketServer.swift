@@ -45,6 +45,8 @@ public final class WebSocketServer: Sendable {
     let connectHandlers = WebSocketEventHandlers<WebSocketConnection>()
     let closeHandlers = WebSocketEventHandlers<(WebSocketConnection, Int, String)>()
     let upgradeErrorHandlers = WebSocketEventHandlers<any Error>()
+    /// The tasks of scoped connection handlers (WebSocketServer+Scoped.swift).
+    let scopedHandlers = WebSocketScopedHandlers()
 
     /// A plain (non-upgrade) HTTP request handler: gets the request head and answers with a
     /// status, extra headers and a body.
@@ -253,7 +255,9 @@ public final class WebSocketServer: Sendable {
 
     /// Stops listening, closes every connection with 1001 (going away), and waits until they
     /// are closed (each takes at most `closeTimeout`). HTTP/2 connections get a GOAWAY and close
-    /// once their streams have.
+    /// once their streams have. Scoped connection handlers
+    /// (``WebSocketRequest/accept(protocol:origin:cookies:handler:)``) are cancelled first, and
+    /// waited for too: a handler that ignores cancellation holds up the shutdown.
     public func shutDown() async {
         await unmount()
         let http2Connections = state.withLockedValue { state -> [Channel] in
@@ -263,6 +267,7 @@ public final class WebSocketServer: Sendable {
         for channel in http2Connections {
             channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
         }
+        scopedHandlers.cancelAll()
         let open = connections
         for connection in open {
             try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
@@ -270,6 +275,7 @@ public final class WebSocketServer: Sendable {
         for connection in open {
             try? await connection.socket.closeFuture.get()
         }
+        await scopedHandlers.waitForAll()
     }
 
     /// The HTTP/2 pipeline of a connection that chose h2 by ALPN: SETTINGS_ENABLE_CONNECT_PROTOCOL

@@ -1,0 +1,221 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Testing
+
+@testable import WebSocket
+
+/// Events that callbacks and handlers deliver and a test awaits in order: an `AsyncStream`, so a
+/// wait suspends until the event (no polling), bounded by ``withTimeout(_:_:_:)``.
+private struct Events<Value: Sendable>: Sendable {
+    let stream: AsyncStream<Value>
+    let continuation: AsyncStream<Value>.Continuation
+
+    init() { (stream, continuation) = AsyncStream.makeStream() }
+
+    func fulfill(_ value: Value) { continuation.yield(value) }
+
+    /// The next event, waiting at most `seconds`.
+    func next(_ seconds: Double = 10, _ what: String) async throws -> Value {
+        let stream = self.stream
+        guard let value = try await withTimeout(seconds, what, { await stream.first { _ in true } }) else {
+            throw TestTimeout(what: what)
+        }
+        return value
+    }
+}
+
+/// Runs `body` in a task of its own and waits at most `seconds` for its result. Unlike
+/// ``withTimeout(_:_:_:)`` it gives up on a body that ignores cancellation (`shutDown()`, say),
+/// so a hang fails the test instead of hanging it.
+private func within<T: Sendable>(_ seconds: Double, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let result = Events<Result<T, any Error>>()
+    let work = Task {
+        do { result.fulfill(.success(try await body())) } catch { result.fulfill(.failure(error)) }
+    }
+    do {
+        return try await result.next(seconds, what).get()
+    } catch {
+        work.cancel()
+        throw error
+    }
+}
+
+/// What the close handler of a client connection saw.
+private struct Closed: Sendable, Equatable {
+    var code: Int
+    var description: String
+}
+
+/// An error whose text goes to the client as the close description.
+private struct HandlerFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Connects a client to `url`; its close event goes to the returned events.
+private func connectClient(_ url: String, protocols: [String] = []) async throws -> (WebSocketConnection, Events<Closed>) {
+    let connection: WebSocketConnection = try await withTimeout(10, "connecting to \(url)") {
+        try await WebSocketClient().connect(url: url, protocols: protocols)
+    }
+    let closed = Events<Closed>()
+    connection.onClose { code, description in closed.fulfill(Closed(code: code, description: description)) }
+    return (connection, closed)
+}
+
+/// A server whose every request is accepted with the scoped `handler`.
+private func scopedServer(_ handler: @escaping @Sendable (WebSocketConnection) async throws -> Void) async throws -> TestServer {
+    try await TestServer.start(setup: { server in
+        server.onRequest { request in
+            _ = try? request.accept(handler: handler)
+        }
+    })
+}
+
+@Suite("Scoped connection handlers")
+struct ScopedHandlerTests {
+    @Test("the handler returns: the client sees 1000")
+    func returnClosesNormally() async throws {
+        let server = try await scopedServer { connection in
+            for try await message in connection.messages {
+                try await connection.send(message)
+                return
+            }
+        }
+        defer { Task { await server.stop() } }
+        let (client, closed) = try await connectClient(server.url)
+        let echoes = Events<WebSocketMessage>()
+        client.onMessage { echoes.fulfill($0) }
+        try await client.sendUTF("once ✓")
+        #expect(try await echoes.next(10, "the echo") == .utf8("once ✓"))
+        #expect(try await closed.next(10, "the close") == Closed(code: 1000, description: "Normal connection closure"))
+    }
+
+    @Test("the handler throws: the client sees 1011 with the error's text")
+    func throwClosesWithInternalError() async throws {
+        let server = try await scopedServer { _ in throw HandlerFailure(description: "no such room") }
+        defer { Task { await server.stop() } }
+        let (_, closed) = try await connectClient(server.url)
+        #expect(try await closed.next(10, "the close") == Closed(code: 1011, description: "no such room"))
+    }
+
+    @Test("a long error text is cut to 123 bytes at a whole character")
+    func closeDescriptionCut() {
+        // 61 two-byte characters are 122 bytes: the 62nd would make 124.
+        let long = HandlerFailure(description: String(repeating: "é", count: 80))
+        let cut = WebSocketServer.closeDescription(for: long)
+        #expect(cut == String(repeating: "é", count: 61))
+        // A four-byte character that would end at byte 124 is left out whole.
+        let emoji = HandlerFailure(description: String(repeating: "a", count: 120) + "😀b")
+        #expect(WebSocketServer.closeDescription(for: emoji) == String(repeating: "a", count: 120))
+        #expect(WebSocketServer.closeDescription(for: HandlerFailure(description: "short")) == "short")
+    }
+
+    @Test("the peer closes while the handler iterates: the loop ends, and no second close goes out")
+    func peerCloses() async throws {
+        let handlerEnded = Events<Bool>()
+        let serverClosed = Events<Closed>()
+        let server = try await scopedServer { connection in
+            connection.onClose { code, description in serverClosed.fulfill(Closed(code: code, description: description)) }
+            for try await _ in connection.messages {}
+            handlerEnded.fulfill(Task.isCancelled)
+        }
+        defer { Task { await server.stop() } }
+        let (client, closed) = try await connectClient(server.url)
+        try client.close(reasonCode: 4000, description: "bye")
+        #expect(try await handlerEnded.next(10, "the handler's return") == false)
+        #expect(try await serverClosed.next(10, "the server's close event") == Closed(code: 4000, description: "bye"))
+        // The client's own close: the server answered the close frame with the same code, once.
+        #expect(try await closed.next(10, "the client's close").code == 4000)
+    }
+
+    @Test("shutDown cancels a handler suspended in `for try await`, the client sees 1001, shutDown returns")
+    func shutDownCancels() async throws {
+        let started = Events<Void>()
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            started.fulfill(())
+            do {
+                for try await _ in connection.messages {}
+                outcome.fulfill(Task.isCancelled ? "cancelled" : "ended")
+            } catch is CancellationError {
+                outcome.fulfill("cancelled")
+                throw CancellationError()
+            }
+        }
+        let (_, closed) = try await connectClient(server.url)
+        try await started.next(10, "the handler to start")
+        try await within(15, "shutDown") { await server.server.shutDown() }
+        #expect(try await outcome.next(10, "the handler's end") == "cancelled")
+        #expect(try await closed.next(10, "the close").code == 1001)
+        #expect(server.server.scopedHandlers.count == 0)
+    }
+
+    @Test("as a Service: graceful shutdown cancels the handler and sends 1001; run() returns")
+    func serviceGracefulShutdown() async throws {
+        let outcome = Events<Bool>()
+        let server = WebSocketServer(listeners: [.init(host: "127.0.0.1", port: 0)])
+        server.onRequest { request in
+            _ = try? request.accept { connection in
+                defer { outcome.fulfill(Task.isCancelled) }
+                for try await _ in connection.messages {}
+            }
+        }
+        let group = ServiceGroup(configuration: .init(services: [server], logger: Logger(label: "test.scoped")))
+        let running = Task { try await group.run() }
+        let address = try await withTimeout(5, "the listener") {
+            while server.localAddresses.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+            return server.localAddresses[0]
+        }
+        let (_, closed) = try await connectClient("ws://127.0.0.1:\(address.port!)/")
+        await group.triggerGracefulShutdown()
+        #expect(try await outcome.next(15, "the handler's end") == true)
+        #expect(try await closed.next(15, "the close").code == 1001)
+        try await within(15, "run() to return") { try await running.value }
+    }
+
+    @Test("through the router: a mounted connection handler's return closes with 1000")
+    func routerMount() async throws {
+        let router = WebSocketRouter()
+        try router.mount("/echo", protocol: "echo-protocol") { connection in
+            for try await message in connection.messages {
+                try await connection.send(message)
+                return
+            }
+        }
+        let server = try await TestServer.start(setup: { router.attachServer($0) })
+        defer { Task { await server.stop() } }
+        let (client, closed) = try await connectClient("ws://127.0.0.1:\(server.port)/echo", protocols: ["echo-protocol"])
+        #expect(client.protocol == "echo-protocol")
+        try await client.sendUTF("routed")
+        var received: [WebSocketMessage] = []
+        for try await message in client.messages { received.append(message) }
+        #expect(received == [.utf8("routed")])
+        #expect(try await closed.next(10, "the close") == Closed(code: 1000, description: "Normal connection closure"))
+    }
+
+    @Test("through the router: WebSocketRouterRequest.accept(handler:) closes with 1011 when the handler throws")
+    func routerRequestAccept() async throws {
+        let router = WebSocketRouter()
+        try router.mount("/rooms", protocol: "*") { request in
+            _ = try? request.accept(origin: request.origin) { connection in
+                throw HandlerFailure(description: "room \(connection.protocol ?? "-") is full")
+            }
+        }
+        let server = try await TestServer.start(setup: { router.attachServer($0) })
+        defer { Task { await server.stop() } }
+        let (_, closed) = try await connectClient("ws://127.0.0.1:\(server.port)/rooms", protocols: ["chat"])
+        #expect(try await closed.next(10, "the close") == Closed(code: 1011, description: "room chat is full"))
+    }
+
+    @Test("the task list: tasks started during a shutdown are cancelled at once, those after it are not")
+    func trackerCancelsLateTasks() async throws {
+        let tasks = WebSocketScopedHandlers()
+        let cancelled = Events<Bool>()
+        tasks.cancelAll()
+        tasks.start { cancelled.fulfill(Task.isCancelled) }
+        try await within(10, "waitForAll") { await tasks.waitForAll() }
+        #expect(try await cancelled.next(10, "the late task") == true)
+        tasks.start { cancelled.fulfill(Task.isCancelled) }
+        #expect(try await cancelled.next(10, "the task after the shutdown") == false)
+    }
+}
