@@ -24,6 +24,14 @@ let package = Package(
             ],
             path: "Sources/EchoOurs"),
         .executableTarget(
+            name: "echo-ours-async",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "WebSocket", package: "swift-websocket-node"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/EchoOursAsync"),
+        .executableTarget(
             name: "echo-nio",
             dependencies: [
                 "BenchSupport",

@@ -58,7 +58,7 @@ for (w, s, _rep), values in rows.items():
 
 
 # Not peers: `floor` (run.sh --floor) and Python `websockets` (run.sh --python), when the run has them.
-SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python") if any(s == r for (_w, s, _k) in data)]
+SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python", "ours-async") if any(s == r for (_w, s, _k) in data)]
 
 
 def median(w, s, key):
@@ -104,6 +104,23 @@ for w, key, higher, target, label in ROWS:
         floor = values["floor"]
         line += f" {fmt(ours / floor) if ours is not None and floor else '-':>10}"
     print(line.rstrip())
+
+# The async echo (run.sh --async) against the callback echo and hummingbird-websocket's async echo.
+ASYNC_ROWS = [("W1", 0.9, None), ("W2", 0.9, 2.0), ("W3", 0.9, 2.0)]
+if any(s == "ours-async" for (_w, s, _k) in data):
+    print()
+    print(f"{'async echo':44} {'ours-async':>13} {'/ours':>9} {'target':>7}  met {'/hummingbird':>13} {'target':>7}  met")
+    for w, to_ours, to_hb in ASYNC_ROWS:
+        key = "mb_per_s" if w == "W3" else "msgs_per_s"
+        a, o, h = median(w, "ours-async", key), median(w, "ours", key), median(w, "hummingbird", key)
+        if a is None:
+            continue
+        r1 = a / o if o else None
+        r2 = a / h if h else None
+        m1 = ("yes" if r1 >= to_ours else "NO") if r1 is not None else ""
+        m2 = ("yes" if r2 >= to_hb else "NO") if (r2 is not None and to_hb) else ""
+        label = next((lab for (ww, kk, _hi, _t, lab) in ROWS if ww == w and kk == key), w)
+        print(f"{label:44} {fmt(a):>13} {fmt(r1) if r1 else '-':>9} {'>=' + str(to_ours):>7}  {m1:3} {fmt(r2) if r2 else '-':>13} {('>=' + str(to_hb)) if to_hb else '':>7}  {m2:3}")
 
 mc1, mc2 = median("MC", "ours-1", "msgs_per_s"), median("MC", "ours-2", "msgs_per_s")
 if mc1 or mc2:

@@ -15,6 +15,11 @@
 # reference the issue names for W3. It uses the project's .venv (scripts/test.sh makes it) or
 # makes one here.
 #
+# --async adds echo-ours-async to W1-W3: this library's echo written as an async user would
+# (a scoped handler, `for try await message in connection.messages { try await
+# connection.write(message) }`); the table then compares it with the callback echo and with
+# hummingbird-websocket's async echo.
+#
 # Workloads: W1 W2 W3 W4 W5 W6a W6b MC (W2 on both cores) and MICRO.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,6 +32,7 @@ BUILD=1
 MICRO=1
 FLOOR=0
 PYTHON_REF=0
+ASYNC=0
 SERVER_CPU=0
 LOAD_CPU=1
 IDLE_CONNS=10000
@@ -41,7 +47,8 @@ while [ $# -gt 0 ]; do
     --no-micro) MICRO=0; shift ;;
     --floor) FLOOR=1; shift ;;
     --python) PYTHON_REF=1; shift ;;
-    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro] [--floor] [--python]" >&2; exit 2 ;;
+    --async) ASYNC=1; shift ;;
+    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro] [--floor] [--python] [--async]" >&2; exit 2 ;;
     esac
 done
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
@@ -51,6 +58,7 @@ SERVERS=(ours nio websocketkit hummingbird)
 # Echo workloads only (W1-W3): the Python reference.
 REFERENCE=()
 [ "$PYTHON_REF" = 1 ] && REFERENCE=(python)
+[ "$ASYNC" = 1 ] && REFERENCE+=(ours-async)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=results/$STAMP
 mkdir -p "$OUT"

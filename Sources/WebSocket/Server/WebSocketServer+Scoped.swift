@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// A connection handled in structured concurrency: the handler's scope is the connection's.
 ///
@@ -11,7 +12,7 @@ import NIOConcurrencyHelpers
 extension WebSocketServer {
     /// Runs `handler` for `connection` in a task that ``shutDown()`` cancels and waits for.
     func runScoped(_ connection: WebSocketConnection, handler: @escaping @Sendable (WebSocketConnection) async throws -> Void) {
-        scopedHandlers.start {
+        scopedHandlers.start(on: connection.socket.eventLoop) {
             var failure: (any Error)?
             do {
                 try await handler(connection)
@@ -27,26 +28,11 @@ extension WebSocketServer {
                 connection.logger.debug(
                     "WebSocket connection handler threw", metadata: ["error": "\(failure)", "remoteAddress": "\(connection.remoteAddress)"])
                 try? connection.close(
-                    reasonCode: WebSocketCloseReason.internalServerError, description: Self.closeDescription(for: failure))
+                    reasonCode: WebSocketCloseReason.internalServerError, description: WebSocketCloseReason.truncatedDescription(String(describing: failure)))
             } else {
                 try? connection.close(reasonCode: WebSocketCloseReason.normal)
             }
         }
-    }
-
-    /// The close description for a handler's error: its text, cut to the 123 bytes a close frame
-    /// carries at the last whole character (never in the middle of one).
-    static func closeDescription(for error: any Error) -> String {
-        let text = String(describing: error)
-        var bytes = 0
-        var end = text.startIndex
-        for index in text.indices {
-            let size = text[index].utf8.count
-            guard bytes + size <= 123 else { break }
-            bytes += size
-            end = text.index(after: index)
-        }
-        return String(text[..<end])
     }
 }
 
@@ -61,15 +47,23 @@ final class WebSocketScopedHandlers: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    /// Starts `body` in a tracked task (cancelled at once during a shutdown).
-    func start(_ body: @escaping @Sendable () async -> Void) {
+    /// Starts `body` in a tracked task (cancelled at once during a shutdown) that runs on
+    /// `eventLoop` (the connection's): its sends and the messages it awaits then need no hop
+    /// between threads.
+    func start(on eventLoop: any EventLoop, _ body: @escaping @Sendable () async -> Void) {
         state.withLockedValue { state in
             let id = state.nextID
             state.nextID += 1
-            // Made under the lock, so the task is registered before it can remove itself.
-            let task = Task {
+            let operation: @Sendable () async -> Void = {
                 await body()
                 self.state.withLockedValue { _ = $0.tasks.removeValue(forKey: id) }
+            }
+            // Made under the lock, so the task is registered before it can remove itself.
+            let task: Task<Void, Never>
+            if #available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *) {
+                task = Task(executorPreference: EventLoopTaskExecutor(eventLoop), operation: operation)
+            } else {
+                task = Task(operation: operation)
             }
             state.tasks[id] = task
             if state.cancelling { task.cancel() }
@@ -100,4 +94,20 @@ final class WebSocketScopedHandlers: Sendable {
 
     /// The number of running handler tasks.
     var count: Int { state.withLockedValue { $0.tasks.count } }
+}
+
+/// Runs tasks on a NIO event loop: a scoped handler's task then lives on its connection's
+/// thread, as its callbacks do. Measured with the async echo benchmark (Benchmarks/README.md).
+@available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *)
+final class EventLoopTaskExecutor: TaskExecutor {
+    let eventLoop: any EventLoop
+
+    init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
 }
