@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import ServiceLifecycle
+import NIOPosix
 import Testing
 
 @testable import WebSocket
@@ -102,12 +103,12 @@ struct ScopedHandlerTests {
     func closeDescriptionCut() {
         // 61 two-byte characters are 122 bytes: the 62nd would make 124.
         let long = HandlerFailure(description: String(repeating: "é", count: 80))
-        let cut = WebSocketServer.closeDescription(for: long)
+        let cut = WebSocketCloseReason.truncatedDescription(String(describing: long))
         #expect(cut == String(repeating: "é", count: 61))
         // A four-byte character that would end at byte 124 is left out whole.
         let emoji = HandlerFailure(description: String(repeating: "a", count: 120) + "😀b")
-        #expect(WebSocketServer.closeDescription(for: emoji) == String(repeating: "a", count: 120))
-        #expect(WebSocketServer.closeDescription(for: HandlerFailure(description: "short")) == "short")
+        #expect(WebSocketCloseReason.truncatedDescription(String(describing: emoji)) == String(repeating: "a", count: 120))
+        #expect(WebSocketCloseReason.truncatedDescription(String(describing: HandlerFailure(description: "short"))) == "short")
     }
 
     @Test("the peer closes while the handler iterates: the loop ends, and no second close goes out")
@@ -210,12 +211,13 @@ struct ScopedHandlerTests {
     @Test("the task list: tasks started during a shutdown are cancelled at once, those after it are not")
     func trackerCancelsLateTasks() async throws {
         let tasks = WebSocketScopedHandlers()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
         let cancelled = Events<Bool>()
         tasks.cancelAll()
-        tasks.start { cancelled.fulfill(Task.isCancelled) }
+        tasks.start(on: loop) { cancelled.fulfill(Task.isCancelled) }
         try await within(10, "waitForAll") { await tasks.waitForAll() }
         #expect(try await cancelled.next(10, "the late task") == true)
-        tasks.start { cancelled.fulfill(Task.isCancelled) }
+        tasks.start(on: loop) { cancelled.fulfill(Task.isCancelled) }
         #expect(try await cancelled.next(10, "the task after the shutdown") == false)
     }
 }

@@ -106,13 +106,23 @@ public final class WebSocketClient: Sendable {
     /// `.tlsFailed`, `.proxyFailed`, `.unexpectedStatus`, `.invalidAcceptKey`,
     /// `.protocolNotOffered`, `.extensionNotOffered`, `.handshakeFailed`, `.invalidURL`,
     /// `.invalidArgument` or `.aborted`; its message gives the details.
+    ///
+    /// When the server refused the handshake (`.unexpectedStatus`), the error's
+    /// ``WebSocketError/response`` has the status code, the headers and the
+    /// `X-WebSocket-Reject-Reason` as fields. That case goes to ``onHttpResponse(_:)`` instead
+    /// while any `httpResponse` handler is registered.
     @discardableResult
     public func onConnectFailed(_ handler: @escaping @Sendable (WebSocketError) -> Void) -> WebSocketHandlerToken {
         connectFailedHandlers.add(handler)
     }
 
     /// Registers a handler for `httpResponse`: the server answered with a status other than
-    /// 101. While any such handler is registered, it replaces `connectFailed` for that case.
+    /// 101 (over HTTP/2: other than 2xx). While any such handler is registered, it replaces
+    /// `connectFailed` for that case: the `connectFailed` handlers are not called for it.
+    ///
+    /// It does not change the `async` `connect`: that throws the same `.unexpectedStatus`
+    /// ``WebSocketError`` (with ``WebSocketError/response``) whether or not an `httpResponse`
+    /// handler is registered; the handlers are called too, before it throws.
     @discardableResult
     public func onHttpResponse(_ handler: @escaping @Sendable (HTTPResponse, WebSocketClient) -> Void) -> WebSocketHandlerToken {
         httpResponseHandlers.add { handler($0.0, $0.1) }
@@ -150,6 +160,13 @@ public final class WebSocketClient: Sendable {
     /// aborts the attempt. The parameters are those of
     /// ``connect(_:protocols:origin:headers:requestOptions:)``, the Node-style form, which
     /// returns at once; the events are emitted by this one too.
+    ///
+    /// A server that refuses (answers other than 101) makes it throw `.unexpectedStatus` with
+    /// ``WebSocketError/response`` set: ``WebSocketError/HTTPResponseInfo/statusCode``,
+    /// ``WebSocketError/HTTPResponseInfo/headers`` and
+    /// ``WebSocketError/HTTPResponseInfo/rejectReason``. Registering ``onHttpResponse(_:)``
+    /// does not change that: this still throws, and the `httpResponse` handlers run as well
+    /// (in place of the `connectFailed` ones).
     public func connect(
         url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
         requestOptions: RequestOptions? = nil
@@ -160,8 +177,8 @@ public final class WebSocketClient: Sendable {
 
     /// Opens a WebSocket as a new stream of an HTTP/2 connection (RFC 8441) and returns it,
     /// or throws a ``WebSocketError`` (see ``onConnectFailed(_:)``; a server that refuses
-    /// answers with a status other than 200, which comes as `.unexpectedStatus` and to
-    /// ``onHttpResponse(_:)``). The URL gives the path and `:authority`; `connection` must
+    /// answers with a status other than 2xx, which comes as `.unexpectedStatus`, with
+    /// ``WebSocketError/response`` set, and to ``onHttpResponse(_:)``). The URL gives the path and `:authority`; `connection` must
     /// lead to the same server. The events are emitted too.
     public func connect(
         url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],

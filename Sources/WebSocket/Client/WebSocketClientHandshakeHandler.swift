@@ -3,8 +3,8 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 
-/// Sends the opening handshake request, checks the server's answer (RFC 6455 §4.1), and swaps
-/// the HTTP handlers for the connection's handler.
+/// Sends the opening handshake request, has ``WebSocketClientHandshake`` check the server's
+/// answer (RFC 6455 §4.1), and swaps the HTTP handlers for the connection's handler.
 final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -23,41 +23,10 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         /// The extensions to offer.
         var negotiators: [any WebSocketExtensionNegotiator]
 
-        /// Checks the server's choice of subprotocol and extensions (the same over HTTP/1.1 and
-        /// HTTP/2): the subprotocol must be one offered; each extension one offered, once, with
-        /// parameters its negotiator accepts.
-        func negotiate(_ headers: HTTPHeaders) -> Result<(String?, [any WebSocketExtensionCodec]), WebSocketError> {
-            func reject(_ code: WebSocketError.Code, _ message: String) -> Result<(String?, [any WebSocketExtensionCodec]), WebSocketError> {
-                .failure(WebSocketError(code, message))
-            }
-            var chosen: String?
-            if let answered = headers.first(name: "sec-websocket-protocol") {
-                let lower = answered.trimmingSpaces().lowercased()
-                guard protocols.contains(where: { $0.lowercased() == lower }) else {
-                    let offered = protocols.isEmpty ? "none" : protocols.joined(separator: ", ")
-                    return reject(.protocolNotOffered, "The server chose the subprotocol \"\(answered)\", which the client did not offer (offered: \(offered))")
-                }
-                chosen = lower
-            }
-            // Each accepted extension must be one offered, once; its negotiator checks the answer.
-            var codecs: [any WebSocketExtensionCodec] = []
-            var seen = Set<String>()
-            for accepted in WebSocketExtension.parse(headers["sec-websocket-extensions"]) {
-                let name = accepted.name.lowercased()
-                guard let negotiator = negotiators.first(where: { $0.name.lowercased() == name }) else {
-                    return reject(.extensionNotOffered, "The server accepted the extension \"\(accepted)\", which the client did not offer")
-                }
-                guard seen.insert(name).inserted else {
-                    return reject(.handshakeFailed, "The server accepted the extension \(accepted.name) twice")
-                }
-                do {
-                    codecs.append(try negotiator.accepted(response: accepted))
-                } catch {
-                    let message = (error as? WebSocketError)?.message ?? "\(error)"
-                    return reject(.handshakeFailed, "The server's answer for \(accepted.name) is not acceptable: \(message)")
-                }
-            }
-            return .success((chosen, codecs))
+        /// What this request offers, to check the server's answer against (`key`: the
+        /// `Sec-WebSocket-Key` sent, empty over HTTP/2).
+        func offer(key: String) -> WebSocketClientHandshake {
+            WebSocketClientHandshake(key: key, protocols: protocols, negotiators: negotiators, peerDescription: peerDescription)
         }
     }
 
@@ -186,36 +155,15 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         context.close(promise: nil)
     }
 
+    /// The whole answer is here (or, for a 101, its head): carries out
+    /// ``WebSocketClientHandshake``'s verdict on it.
     private func finish(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
         guard !done else { return }
-        let headers = head.headers
-        func reject(_ code: WebSocketError.Code, _ message: String, response: WebSocketClient.HTTPResponse? = nil) {
-            fail(WebSocketError(code, message), context: context, response: response)
-        }
-        guard head.status == .switchingProtocols else {
-            let statusLine = "\(head.version) \(head.status.code) \(head.status.reasonPhrase)"
-            return reject(
-                .unexpectedStatus, "The server \(request.peerDescription) answered with \(statusLine) instead of 101 Switching Protocols",
-                response: WebSocketClient.HTTPResponse(head: head, body: body ?? ByteBuffer()))
-        }
-        guard WebSocketHandshake.headerContainsToken(headers, "upgrade", "websocket") else {
-            return reject(.handshakeFailed, "Expected an Upgrade: websocket header from the server, got \(headers["upgrade"].first.map { "\"\($0)\"" } ?? "none")")
-        }
-        guard WebSocketHandshake.headerContainsToken(headers, "connection", "upgrade") else {
-            return reject(.handshakeFailed, "Expected a Connection: Upgrade header from the server, got \(headers["connection"].first.map { "\"\($0)\"" } ?? "none")")
-        }
-        let expected = WebSocketHandshake.acceptValue(forKey: key)
-        guard let accept = headers.first(name: "sec-websocket-accept") else {
-            return reject(.invalidAcceptKey, "The server sent no Sec-WebSocket-Accept header")
-        }
-        guard accept == expected else {
-            return reject(.invalidAcceptKey, "Sec-WebSocket-Accept header from server didn't match expected value of \(expected) (got \(accept))")
-        }
         let chosen: String?
         let codecs: [any WebSocketExtensionCodec]
-        switch request.negotiate(headers) {
-        case .success(let result): (chosen, codecs) = result
-        case .failure(let error): return fail(error, context: context)
+        switch request.offer(key: key).validate(head, body: body) {
+        case .accepted(let `protocol`, let extensions): (chosen, codecs) = (`protocol`, extensions)
+        case .failed(let error, let response): return fail(error, context: context, response: response)
         }
         done = true
         let connection = WebSocketConnection(

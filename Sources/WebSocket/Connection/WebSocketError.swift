@@ -1,3 +1,5 @@
+import NIOHTTP1
+
 /// An error from a WebSocket operation, with a message a person can act on.
 ///
 /// A struct around a private code so that new cases never break users; compare with the static
@@ -53,11 +55,52 @@ public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertibl
     public var code: Code
     /// What happened, in words.
     public var message: String
+    /// The server's answer, when the error is a refused opening handshake
+    /// (``WebSocketError/Code/unexpectedStatus``): its status, headers and
+    /// `X-WebSocket-Reject-Reason`. `nil` for every other error.
+    public var response: HTTPResponseInfo?
 
     /// Creates an error.
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
+    }
+
+    /// Creates an error that carries the server's answer (see ``response``).
+    public init(_ code: Code, _ message: String, response: HTTPResponseInfo?) {
+        self.code = code
+        self.message = message
+        self.response = response
+    }
+
+    /// A server's answer to an opening handshake it refused, as typed fields: what a client
+    /// needs to act on a refusal without parsing ``WebSocketError/message``.
+    ///
+    /// The body is not kept here; ``WebSocketClient/onHttpResponse(_:)`` gives it (up to 64 KiB).
+    public struct HTTPResponseInfo: Sendable, Equatable {
+        /// The status code, e.g. 403. Over HTTP/2, the `:status`.
+        public var statusCode: Int
+        /// The reason phrase, e.g. `Forbidden` (over HTTP/2, which sends none, the standard
+        /// phrase for the code).
+        public var statusMessage: String
+        /// The response headers (over HTTP/2, without the `:status` pseudo-header).
+        public var headers: HTTPHeaders
+
+        /// The `X-WebSocket-Reject-Reason` header, the reason a WebSocket-Node style server
+        /// gave to `reject(status:reason:)`; `nil` if the answer has none.
+        public var rejectReason: String? { headers.first(name: "X-WebSocket-Reject-Reason") }
+
+        /// Creates the fields of a response.
+        public init(statusCode: Int, statusMessage: String, headers: HTTPHeaders) {
+            self.statusCode = statusCode
+            self.statusMessage = statusMessage
+            self.headers = headers
+        }
+
+        /// The fields of `head`.
+        init(_ head: HTTPResponseHead) {
+            self.init(statusCode: Int(head.status.code), statusMessage: head.status.reasonPhrase, headers: head.headers)
+        }
     }
 
     public var description: String { message }

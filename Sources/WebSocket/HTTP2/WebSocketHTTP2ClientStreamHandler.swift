@@ -4,7 +4,8 @@ import NIOHTTP1
 import NIOHTTP2
 
 /// The client's opening handshake on a new HTTP/2 stream (RFC 8441 §4): sends the extended
-/// CONNECT, checks the `:status 200` answer like a 101 (subprotocol, extensions), then puts a
+/// CONNECT, has ``WebSocketClientHandshake`` check the answer (a 2xx like a 101: subprotocol,
+/// extensions; another status a refusal), then puts a
 /// ``WebSocketHTTP2StreamBridge`` and the connection's handler in its place.
 final class WebSocketHTTP2ClientStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
@@ -71,10 +72,7 @@ final class WebSocketHTTP2ClientStreamHandler: ChannelInboundHandler, RemovableC
             for (name, value, _) in frame.headers where !name.hasPrefix(":") { headers.add(name: name, value: value) }
             let head = HTTPResponseHead(version: .init(major: 2, minor: 0), status: .init(statusCode: status), headers: headers)
             if (200..<300).contains(status) {  // any 2xx answers a CONNECT (RFC 9110 §9.3.6)
-                guard !frame.endStream else {
-                    return fail(WebSocketError(.handshakeFailed, "The server \(request.peerDescription) accepted the WebSocket but ended the stream at once"), context: context)
-                }
-                return accept(head, context: context)
+                return accept(head, endStream: frame.endStream, context: context)
             }
             responseHead = head
             if frame.endStream { refuse(context: context) }
@@ -111,20 +109,21 @@ final class WebSocketHTTP2ClientStreamHandler: ChannelInboundHandler, RemovableC
         context.close(promise: nil)
     }
 
-    /// A final answer other than 200: the server refused.
+    /// A final answer other than 200, complete: the server refused.
     private func refuse(context: ChannelHandlerContext) {
         guard let head = responseHead else { return }
-        fail(
-            WebSocketError(.unexpectedStatus, "The server \(request.peerDescription) answered the HTTP/2 WebSocket request with status \(head.status.code) instead of 200"),
-            context: context, response: WebSocketClient.HTTPResponse(head: head, body: body ?? ByteBuffer()))
+        if case .failed(let error, let response) = request.offer(key: "").validateHTTP2(head, body: body, endStream: true) {
+            fail(error, context: context, response: response)
+        }
     }
 
-    private func accept(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
+    /// A 2xx answer: carries out ``WebSocketClientHandshake``'s verdict on it.
+    private func accept(_ head: HTTPResponseHead, endStream: Bool, context: ChannelHandlerContext) {
         let chosen: String?
         let codecs: [any WebSocketExtensionCodec]
-        switch request.negotiate(head.headers) {
-        case .success(let result): (chosen, codecs) = result
-        case .failure(let error): return fail(error, context: context)
+        switch request.offer(key: "").validateHTTP2(head, endStream: endStream) {
+        case .accepted(let `protocol`, let extensions): (chosen, codecs) = (`protocol`, extensions)
+        case .failed(let error, let response): return fail(error, context: context, response: response)
         }
         done = true
         var options = request.options

@@ -3,8 +3,9 @@ import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 
-/// Handles one HTTP/2 stream a client opened on a server connection (RFC 8441): an extended
-/// CONNECT with `:protocol = websocket` becomes a ``WebSocketRequest`` (accepted with
+/// Handles one HTTP/2 stream a client opened on a server connection (RFC 8441), as
+/// ``WebSocketServerHandshake`` decides: an extended CONNECT with `:protocol = websocket`
+/// becomes a ``WebSocketRequest`` (accepted with
 /// `:status 200`, after which the stream carries the WebSocket through a
 /// ``WebSocketHTTP2StreamBridge``); any other request goes to the server's plain HTTP handler.
 final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableChannelHandler, WebSocketHandshakeResponder {
@@ -81,58 +82,28 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         }
     }
 
+    /// Carries out ``WebSocketServerHandshake``'s verdict on the fields that opened the stream.
     private func handleRequest(_ headers: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
-        let method = headers.first(name: ":method") ?? ""
-        let path = headers.first(name: ":path") ?? "/"
-        var plain = HTTPHeaders()
-        var count = 0
-        for (name, value, _) in headers where !name.hasPrefix(":") {
-            plain.add(name: name, value: value)
-            count += 1
-        }
-        if let authority = headers.first(name: ":authority") {
-            if let host = plain.first(name: "host"), host != authority {
-                server.upgradeErrorHandlers.emit(
-                    WebSocketError(.handshakeFailed, "Host \"\(host)\" differs from :authority \"\(authority)\""))
-                return respond(status: 400, headers: [:], body: "Host differs from :authority")
-            }
-            plain.replaceOrAdd(name: "host", value: authority)
-        }
-        let head = HTTPRequestHead(
-            version: .init(major: 2, minor: 0), method: HTTPMethod(rawValue: method), uri: path, headers: plain)
-        guard count <= server.configuration.maxHeaderCount else {
-            server.upgradeErrorHandlers.emit(
-                WebSocketError(.handshakeFailed, "Request has \(count) headers; at most \(server.configuration.maxHeaderCount) are accepted"))
-            return respond(status: 431, headers: [:], body: "Request Header Fields Too Large")
-        }
-        guard method == "CONNECT" else {
-            server.handlePlainRequest(head, channel: context.channel) { status, headers, body in
+        let channel = context.channel
+        let peer = (channel.remoteAddress ?? channel.parent?.remoteAddress)?.ipAddress ?? ""
+        let fields = headers.map { (name: $0.name, value: $0.value) }
+        let upgrade: WebSocketServerHandshake.Upgrade
+        switch WebSocketServerHandshake.evaluateHTTP2(fields, endStream: endStream, peerAddress: peer, configuration: server.configuration) {
+        case .upgrade(let valid):
+            upgrade = valid
+        case .plainRequest(let head):
+            server.handlePlainRequest(head, channel: channel) { status, headers, body in
                 self.respond(status: Int(status.code), headers: headers, body: body)
             }
             return
-        }
-        func fail(_ status: Int, _ message: String, _ extra: [String: String] = [:]) {
-            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, message))
-            respond(status: status, headers: extra, body: message)
-        }
-        guard let proto = headers.first(name: ":protocol") else {
-            return fail(501, "Plain CONNECT (a TCP tunnel) is not supported; only :protocol websocket")
-        }
-        guard proto.lowercased() == "websocket" else {
-            return fail(501, "Extended CONNECT for :protocol \"\(proto)\" is not supported; only websocket")
-        }
-        guard !endStream else { return fail(400, "An extended CONNECT must leave its stream open") }
-        guard let versionValue = plain.first(name: "sec-websocket-version") else {
-            return fail(400, "Missing sec-websocket-version header")
-        }
-        guard Int(versionValue.trimmingSpaces()) == 13 else {
-            return fail(400, "Unsupported WebSocket version \(versionValue); 13 is supported over HTTP/2", ["sec-websocket-version": "13"])
+        case .refuse(let refusal):
+            server.upgradeErrorHandlers.emit(refusal.error)
+            return respond(status: Int(refusal.status.code), headers: refusal.headers, body: refusal.body)
         }
         if server.refusesNewConnection() {
             return respond(status: 503, headers: [:], body: "Too many connections")
         }
-        let request = WebSocketRequest(
-            head: head, version: 13, key: "", channel: context.channel, server: server, handshake: self)
+        let request = WebSocketRequest(upgrade, channel: channel, server: server, handshake: self)
         pendingRequest = request
         requestTimer = server.requestTimeout(for: request, on: context.eventLoop)
         server.handleRequest(request)

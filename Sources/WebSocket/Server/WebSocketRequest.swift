@@ -45,34 +45,27 @@ public final class WebSocketRequest: Sendable {
     let acceptedHandlers = WebSocketEventHandlers<WebSocketConnection>()
     let rejectedHandlers = WebSocketEventHandlers<Void>()
 
+    /// A request ``WebSocketServerHandshake`` found valid, to be decided through `handshake`.
     init(
-        head: HTTPRequestHead, version: Int, key: String, channel: Channel, server: WebSocketServer,
+        _ upgrade: WebSocketServerHandshake.Upgrade, channel: Channel, server: WebSocketServer,
         handshake: any WebSocketHandshakeResponder
     ) {
-        let configuration = server.configuration
+        let head = upgrade.head
         self.httpRequest = head
         self.host = head.headers.first(name: "host") ?? ""
         self.resource = head.uri
         self.resourceURL = WebSocketResourceURL(head.uri)
-        self.webSocketVersion = version
-        self.key = key
+        self.webSocketVersion = upgrade.version
+        self.key = upgrade.key
         self.socket = channel
         self.server = server
         self.handshake = NIOLoopBound(handshake, eventLoop: channel.eventLoop)
-        self.origin = version == 8 ? head.headers.first(name: "sec-websocket-origin") : head.headers.first(name: "origin")
-        self.requestedProtocols = WebSocketHandshake.tokens(head.headers, "sec-websocket-protocol").map { $0.lowercased() }
-        self.requestedExtensions =
-            configuration.parseExtensions ? WebSocketExtension.parse(head.headers["sec-websocket-extensions"]) : []
-        self.cookies = configuration.parseCookies ? head.headers["cookie"].flatMap(WebSocketCookie.parse) : []
-
-        let peer = (channel.remoteAddress ?? channel.parent?.remoteAddress)?.ipAddress ?? ""
-        let forwarded = WebSocketHandshake.tokens(head.headers, "x-forwarded-for").map(String.init)
-        self.remoteAddresses = forwarded + [peer]
-        if !configuration.ignoreXForwardedFor, let first = forwarded.first, configuration.trustedProxies.contains(peer) {
-            self.remoteAddress = first
-        } else {
-            self.remoteAddress = peer
-        }
+        self.origin = upgrade.origin
+        self.requestedProtocols = upgrade.requestedProtocols
+        self.requestedExtensions = upgrade.requestedExtensions
+        self.cookies = upgrade.cookies
+        self.remoteAddress = upgrade.remoteAddress
+        self.remoteAddresses = upgrade.remoteAddresses
     }
 
     /// Registers a handler for `requestAccepted`, with the new connection.

@@ -2,9 +2,11 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 
-/// Reads the HTTP request on a new server connection, checks the upgrade (RFC 6455 §4.2.1),
-/// hands a ``WebSocketRequest`` to the server, and on `accept` swaps the handshake handlers for
-/// the connection's handler.
+/// Reads the HTTP request on a new server connection, carries out what
+/// ``WebSocketServerHandshake`` decides about it (the rules of RFC 6455 §4.2.1 live there):
+/// hands a valid upgrade to the server as a ``WebSocketRequest``, a plain request to the server's
+/// HTTP handler, or answers a refusal; on `accept` it swaps the handshake handlers for the
+/// connection's handler.
 ///
 /// The request head comes from the ``HandshakeRequestReader`` in front of it: straight from its
 /// fast path (``HTTPRequestHeadParser``), or, for any request outside that path's strict subset,
@@ -111,51 +113,30 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         respond(status: .badRequest, headers: [:], body: "Bad Request")
     }
 
+    /// Carries out ``WebSocketServerHandshake``'s verdict on the request.
     private func handleRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        let headers = head.headers
-        guard headers.count <= server.configuration.maxHeaderCount else {
-            server.upgradeErrorHandlers.emit(
-                WebSocketError(.handshakeFailed, "Request has \(headers.count) headers; at most \(server.configuration.maxHeaderCount) are accepted"))
-            respond(status: .init(statusCode: 431), headers: [:], body: "Request Header Fields Too Large")
-            return
-        }
-        guard WebSocketHandshake.headerContainsToken(headers, "upgrade", "websocket") else {
-            server.handlePlainRequest(head, channel: context.channel) { status, headers, body in
+        let channel = context.channel
+        let peer = (channel.remoteAddress ?? channel.parent?.remoteAddress)?.ipAddress ?? ""
+        let upgrade: WebSocketServerHandshake.Upgrade
+        switch WebSocketServerHandshake.evaluate(head, peerAddress: peer, configuration: server.configuration) {
+        case .upgrade(let valid):
+            upgrade = valid
+        case .plainRequest(let head):
+            server.handlePlainRequest(head, channel: channel) { status, headers, body in
                 self.respond(status: status, headers: headers, body: body)
             }
             return
-        }
-        func fail(_ message: String) {
-            server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, message))
-            respond(status: .badRequest, headers: [:], body: message)
-        }
-        guard head.method == .GET else { return fail("WebSocket upgrade must use GET, not \(head.method)") }
-        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
-            return fail("WebSocket upgrade needs HTTP/1.1 or later")
-        }
-        guard headers.first(name: "host") != nil else { return fail("Missing Host header") }
-        guard WebSocketHandshake.headerContainsToken(headers, "connection", "upgrade") else {
-            return fail("Connection header does not contain \"upgrade\"")
-        }
-        guard let versionValue = headers.first(name: "sec-websocket-version") else {
-            return fail("Missing Sec-WebSocket-Version header")
-        }
-        guard let version = Int(versionValue.trimmingSpaces()), version == 13 || version == 8 else {
-            server.upgradeErrorHandlers.emit(
-                WebSocketError(.handshakeFailed, "Unsupported WebSocket version \(versionValue); 13 and 8 are supported"))
-            respond(status: .upgradeRequired, headers: ["Sec-WebSocket-Version": "13, 8"], body: "Unsupported WebSocket version")
+        case .refuse(let refusal):
+            server.upgradeErrorHandlers.emit(refusal.error)
+            respond(status: refusal.status, headers: refusal.headers, body: refusal.body)
             return
-        }
-        guard let key = headers.first(name: "sec-websocket-key")?.trimmingSpaces(), WebSocketHandshake.isValidKey(String(key)) else {
-            return fail("Missing or malformed Sec-WebSocket-Key header")
         }
         if server.refusesNewConnection() {
             respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
             return
         }
-        connectionKey = String(key)
-        let request = WebSocketRequest(
-            head: head, version: version, key: String(key), channel: context.channel, server: server, handshake: self)
+        connectionKey = upgrade.key
+        let request = WebSocketRequest(upgrade, channel: channel, server: server, handshake: self)
         pendingRequest = request
         server.handleRequest(request)
         // Most applications decide inside the request handler; a request still open after it
