@@ -343,6 +343,11 @@ public final class WebSocketConnection: Sendable {
     /// With no description, a standard code's default description is sent; pass `""` to send
     /// none. Throws for a code that may not be sent (see
     /// ``WebSocketCloseReason/isValidOnWire(_:)``) or a description over 123 bytes.
+    ///
+    /// Only the first close counts. Called again while the connection is closing (by either
+    /// side) or once it has closed, it does nothing: no error, no second close frame, no second
+    /// `close` event, and ``closeReasonCode`` and ``closeDescription`` keep the first close's
+    /// values. The arguments are still checked first, so an invalid code throws even then.
     public func close(reasonCode: Int = WebSocketCloseReason.normal, description: String? = nil) throws {
         guard WebSocketCloseReason.isValidOnWire(reasonCode) else {
             throw WebSocketError(.invalidCloseCode, "Close code \(reasonCode) is not valid: use 1000-1003, 1007-1014 or 3000-4999")
@@ -359,6 +364,12 @@ public final class WebSocketConnection: Sendable {
     /// Sends a close frame with `reasonCode` and closes the socket without waiting for the
     /// peer. For error conditions; the default code is 1002 (protocol error).
     /// `skipCloseFrame` closes the socket without sending a close frame.
+    ///
+    /// Never throws. On a connection that has closed it does nothing (no second `close` event,
+    /// ``closeReasonCode`` and ``closeDescription`` unchanged). During a close handshake (after
+    /// ``close(reasonCode:description:)``, or the peer's close frame) it closes the socket at
+    /// once, without a second close frame; the `close` event then fires once, with the first
+    /// close's code and description, not this call's.
     public func drop(reasonCode: Int = WebSocketCloseReason.protocolError, description: String? = nil, skipCloseFrame: Bool = false) {
         let text = description ?? WebSocketCloseReason.description(for: reasonCode)
         markClosing(code: reasonCode, description: text)
