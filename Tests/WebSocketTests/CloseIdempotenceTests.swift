@@ -31,6 +31,13 @@ struct CloseIdempotenceTests {
         }
     }
 
+    /// A server, our client connected to it, and the server's end of that connection.
+    static func connectedPair() async throws -> (TestServer, client: WebSocketConnection, server: WebSocketConnection) {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections()
+        let client = try await WebSocketClient().connect(url: server.url)
+        return (server, client, try await accepted.value())
+    }
+
     /// Calls every form of `close()` and `drop()` on `connection`; none may throw.
     static func closeAndDropAgain(_ connection: WebSocketConnection) throws {
         try connection.close()
@@ -43,10 +50,8 @@ struct CloseIdempotenceTests {
 
     @Test("after a normal close handshake, both ends: no throw, no second close event, first code kept")
     func afterCloseHandshake() async throws {
-        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections()
+        let (server, client, serverSide) = try await Self.connectedPair()
         defer { Task { await server.stop() } }
-        let client = try await WebSocketClient().connect(url: server.url)
-        let serverSide = try await accepted.value()
         let clientEvents = Self.closeEvents(client)
         let serverEvents = Self.closeEvents(serverSide)
 
@@ -68,10 +73,8 @@ struct CloseIdempotenceTests {
 
     @Test("after an abnormal end (1006, no close frame): no throw, no second close event, 1006 kept")
     func afterAbnormalEnd() async throws {
-        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections()
+        let (server, client, serverSide) = try await Self.connectedPair()
         defer { Task { await server.stop() } }
-        let client = try await WebSocketClient().connect(url: server.url)
-        let serverSide = try await accepted.value()
         let clientEvents = Self.closeEvents(client)
         let serverEvents = Self.closeEvents(serverSide)
 
@@ -123,10 +126,8 @@ struct CloseIdempotenceTests {
 
     @Test("on a closed connection close() still checks its arguments: an invalid code throws")
     func invalidArgumentsStillThrow() async throws {
-        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections()
+        let (server, client, _) = try await Self.connectedPair()
         defer { Task { await server.stop() } }
-        let client = try await WebSocketClient().connect(url: server.url)
-        _ = try await accepted.value()
         let events = Self.closeEvents(client)
         try client.close()
         _ = try await Self.firstClose(events, "the client's close event")
