@@ -74,6 +74,10 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Examples/WSS"),
+        .executableTarget(
+            name: "example-async-chat",
+            dependencies: ["WebSocket", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+            path: "Examples/AsyncChat"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -42,7 +42,7 @@ func serve(_ request: WebSocketRequest, room: ChatRoom) async {
         request.reject(status: 400, reason: "Ask for the chat subprotocol")
         return
     }
-    let name = request.resourceURL.queryItems.first { $0.name == "name" }?.value ?? "guest"
+    let name = request.resourceURL.queryItem(named: "name") ?? "guest"
     guard let connection = try? request.accept(protocol: "chat", origin: request.origin) else { return }
     await room.join(name, connection)
     do {

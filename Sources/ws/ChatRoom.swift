@@ -24,7 +24,7 @@ final class ChatRoom: Sendable {
     func mount(on router: WebSocketRouter) throws {
         try router.mount("/chat", protocol: "chat") { [self] request in
             guard let connection = try? request.accept(origin: request.origin) else { return }
-            let wanted = request.resourceURL.queryItems.first { $0.name == "name" }?.value
+            let wanted = request.resourceURL.queryItem(named: "name")
             join(connection, wanted: wanted)
         }
     }

@@ -11,9 +11,11 @@ extension WebSocketConnection {
     /// none. Throws for a code that may not be sent (see
     /// ``WebSocketCloseReason/isValidOnWire(_:)``) or a description over 123 bytes.
     ///
-    /// On a connection that is already closing or closed it does nothing: no error, no second
-    /// close frame and no second `close` event; ``closeReasonCode`` keeps the first code.
-    /// Returns at once; `await connection.close(code:reason:)` waits for the handshake.
+    /// Only the first close counts. Called again while the connection is closing (by either
+    /// side) or once it has closed, it does nothing: no error, no second close frame, no second
+    /// `close` event, and ``closeReasonCode`` and ``closeDescription`` keep the first close's
+    /// values. The arguments are still checked first, so an invalid code throws even then.
+    /// Returns at once; `try await connection.close(code:reason:)` waits for the handshake.
     public func close(reasonCode: Int = WebSocketCloseReason.normal, description: String? = nil) throws {
         guard WebSocketCloseReason.isValidOnWire(reasonCode) else {
             throw WebSocketError(.invalidCloseCode, "Close code \(reasonCode) is not valid: use 1000-1003, 1007-1014 or 3000-4999")

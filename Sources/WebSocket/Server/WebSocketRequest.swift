@@ -199,13 +199,29 @@ public struct WebSocketResourceURL: Sendable, Hashable {
     public var path: String
     /// The raw query after `?`, if any.
     public var query: String?
-    /// The query parameters, percent-decoded, in order (a name may repeat).
+    /// The query parameters, percent-decoded (`+` is a space), in order: a name may repeat, and
+    /// a parameter without `=` has the value `""`. To look one up by name use
+    /// ``queryItem(named:)`` or ``queryItems(named:)``.
     public var queryItems: [(name: String, value: String)] {
         guard let query else { return [] }
         return query.split(separator: "&").map { item in
             let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             return (Self.decode(parts[0]), parts.count > 1 ? Self.decode(parts[1]) : "")
         }
+    }
+
+    /// The value of the first query parameter called `name`, percent-decoded (`+` is a space);
+    /// `nil` when there is none. Names are compared after decoding, case-sensitively, as
+    /// `URLSearchParams.get` does: for `/chat?room=a%20b&room=c`, `queryItem(named: "room")` is
+    /// `"a b"`; for `?room` (no `=`) it is `""`.
+    public func queryItem(named name: String) -> String? {
+        queryItems.first { $0.name == name }?.value
+    }
+
+    /// Every value of the query parameters called `name`, in order (`URLSearchParams.getAll`):
+    /// `["a b", "c"]` for `/chat?room=a%20b&room=c`; `[]` when there is none.
+    public func queryItems(named name: String) -> [String] {
+        queryItems.filter { $0.name == name }.map(\.value)
     }
 
     /// Splits a request target (`/path?query`).
@@ -219,23 +235,40 @@ public struct WebSocketResourceURL: Sendable, Hashable {
         }
     }
 
+    /// Equal when path and raw query are.
     public static func == (lhs: Self, rhs: Self) -> Bool { lhs.path == rhs.path && lhs.query == rhs.query }
+    /// Hashes path and raw query.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(path)
         hasher.combine(query)
     }
 
+    /// Form decoding (WHATWG `application/x-www-form-urlencoded`): `+` is a space, `%` and two
+    /// hex digits a byte; any other `%` stays as it is; invalid UTF-8 becomes U+FFFD.
     private static func decode(_ s: Substring) -> String {
         var bytes: [UInt8] = []
         var utf8 = Array(s.utf8)[...]
         while let c = utf8.popFirst() {
-            if c == UInt8(ascii: "%"), utf8.count >= 2, let v = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
-                bytes.append(v)
+            if c == UInt8(ascii: "%"), utf8.count >= 2, let high = hexValue(utf8[utf8.startIndex]),
+                let low = hexValue(utf8[utf8.startIndex + 1])
+            {
+                bytes.append(high << 4 | low)
                 utf8 = utf8.dropFirst(2)
             } else {
                 bytes.append(c == UInt8(ascii: "+") ? UInt8(ascii: " ") : c)
             }
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The value of one hex digit; `nil` for anything else (`UInt8(_:radix:)` would also take
+    /// a sign, so that `%+1` decoded to a control byte).
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

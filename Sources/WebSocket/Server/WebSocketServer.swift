@@ -6,7 +6,6 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
-import ServiceLifecycle
 
 /// A WebSocket server: listens for HTTP upgrade requests, emits `request` for each, and keeps
 /// track of the open connections. The Swift counterpart of WebSocket-Node's
@@ -130,7 +129,12 @@ public final class WebSocketServer: Sendable {
 
     /// The `request` events as an async sequence: `for await request in server.requests`.
     /// Requests are buffered (up to 64) until taken; each must be accepted or rejected within
-    /// `requestTimeout`, like any other.
+    /// `requestTimeout`, like any other. ``shutDown()`` ends the sequence.
+    ///
+    /// With ServiceLifecycle, use ``run(handlingRequests:)`` instead: a second service iterating
+    /// `requests` beside the server in one `ServiceGroup` returns when the server's shutdown
+    /// ends the sequence, before the group asked that service to stop, and the group throws
+    /// `ServiceGroupError.serviceFinishedUnexpectedly`.
     public var requests: AsyncStream<WebSocketRequest> {
         state.withLockedValue { state in
             if let existing = state.requests { return existing }
@@ -409,24 +413,5 @@ final class TLSFailureReporter: ChannelInboundHandler, RemovableChannelHandler {
             server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "TLS handshake failed: \(error)"))
         }
         context.close(promise: nil)
-    }
-}
-
-extension WebSocketServer: Service {
-    /// Runs the server as a ServiceLifecycle `Service`: listens on ``listeners``, then waits;
-    /// on graceful shutdown (SIGTERM in a `ServiceGroup`) or cancellation it calls
-    /// ``shutDown()``, which sends 1001 to every connection and waits for them to close.
-    public func run() async throws {
-        for listener in listeners {
-            try await listen(host: listener.host, port: listener.port, tlsConfiguration: listener.tlsConfiguration)
-        }
-        do {
-            try await gracefulShutdown()
-        } catch {
-            await shutDown()
-            throw error
-        }
-        logger.info("WebSocket server shutting down gracefully")
-        await shutDown()
     }
 }
