@@ -54,7 +54,11 @@ final class WebSocketScopedHandlers: Sendable {
         state.withLockedValue { state in
             let id = state.nextID
             state.nextID += 1
+            let cancelledAtStart = state.cancelling
             let operation: @Sendable () async -> Void = {
+                // Cancelled before the body runs (cancelling the handle after creating it would
+                // race with a task that starts at once on its event loop).
+                if cancelledAtStart { withUnsafeCurrentTask { $0?.cancel() } }
                 await body()
                 self.state.withLockedValue { _ = $0.tasks.removeValue(forKey: id) }
             }
@@ -66,7 +70,6 @@ final class WebSocketScopedHandlers: Sendable {
                 task = Task(operation: operation)
             }
             state.tasks[id] = task
-            if state.cancelling { task.cancel() }
         }
     }
 
