@@ -1,0 +1,155 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import WebSocket
+
+/// The `async` face of a connection: `write` (waits only above the high watermark), the `async`
+/// `close` that reports how the handshake ended, `roundTrip`, and `WebSocketCloseCode`.
+@Suite("Async API")
+struct AsyncAPITests {
+    @Test("write returns at once while the peer keeps up, and many writes arrive in order")
+    func writeBurst() async throws {
+        let server = try await TestServer.echo()
+        defer { Task { await server.stop() } }
+        let connection = try await WebSocketClient().connect(url: server.url)
+        let received = try await withTimeout(10, "1,000 echoes") {
+            var iterator = connection.messages.makeAsyncIterator()
+            for i in 0..<1000 { try await connection.write("m\(i)") }
+            var texts: [String] = []
+            for _ in 0..<1000 { texts.append(try await iterator.next()?.utf8Data ?? "") }
+            return texts
+        }
+        #expect(received == (0..<1000).map { "m\($0)" })
+        _ = try await connection.close(code: .normal)
+    }
+
+    @Test("write waits while a paused peer does not read, and goes on when it resumes")
+    func writeWaitsAboveHighWatermark() async throws {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections {
+            $0.writeBufferWaterMark = try! WebSocketWriteBufferWaterMark(low: 16 * 1024, high: 64 * 1024)
+            $0.keepalive = false
+            $0.maxReceivedMessageSize = 1 << 20
+        }
+        defer { Task { await server.stop() } }
+        var configuration = WebSocketClient.Configuration()
+        configuration.maxReceivedMessageSize = 64 << 20
+        configuration.maxReceivedFrameSize = 64 << 20
+        let client = try await WebSocketClient(configuration: configuration).connect(url: server.url)
+        client.pause()
+        let serverSide = try await accepted.value()
+        let written = NIOLockedValueBox(0)
+        let chunk = ByteBuffer(repeating: 7, count: 256 * 1024)
+        let writer = Task {
+            for _ in 0..<32 {
+                try await serverSide.write(chunk)
+                written.withLockedValue { $0 += 1 }
+            }
+        }
+        // The writes stall: the kernel's buffers hold a few MiB at most, not 8 MiB.
+        let stalled = Expectation<Int>()
+        Task {
+            var last = -1
+            while true {
+                let now = written.withLockedValue { $0 }
+                if now == last { stalled.fulfill(now); return }
+                last = now
+                try await Task.sleep(for: .milliseconds(300))
+            }
+        }
+        let stalledAt = try await stalled.value(20, "the writes to stall")
+        #expect(stalledAt < 32)
+        let count = NIOLockedValueBox(0)
+        let all = Expectation<Void>()
+        client.onMessage { _ in
+            if count.withLockedValue({ $0 += 1; return $0 }) == 32 { all.fulfill(()) }
+        }
+        client.resume()
+        try await all.value(30, "every chunk")
+        try await withTimeout(10, "the writer") { try await writer.value }
+        #expect(written.withLockedValue { $0 } == 32)
+        try client.close()
+    }
+
+    @Test("write after the close throws notConnected; a write waiting when the connection closes throws too")
+    func writeAfterClose() async throws {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections {
+            $0.writeBufferWaterMark = try! WebSocketWriteBufferWaterMark(low: 1024, high: 4096)
+            $0.keepalive = false
+        }
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url)
+        client.pause()
+        let serverSide = try await accepted.value()
+        let waiting = Task {
+            // Enough to fill the socket's buffers: some write waits.
+            for _ in 0..<200 { try await serverSide.write(ByteBuffer(repeating: 1, count: 64 * 1024)) }
+        }
+        // Wait for the event: the socket stops being writable, so a write is waiting.
+        try await withTimeout(10, "the socket to fill") {
+            while serverSide.socket.isWritable { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        serverSide.drop(reasonCode: 1001, skipCloseFrame: true)
+        await #expect(throws: WebSocketError.self) { try await withTimeout(10, "the waiting write") { try await waiting.value } }
+        await #expect { try await serverSide.write("late") } throws: { ($0 as? WebSocketError)?.code == .notConnected }
+    }
+
+    @Test("async close returns the result once closed: a completed handshake, or a timeout")
+    func asyncClose() async throws {
+        let server = try await TestServer.echo()
+        defer { Task { await server.stop() } }
+        let connection = try await WebSocketClient().connect(url: server.url)
+        let result = try await withTimeout(10, "close") { try await connection.close(code: .goingAway, reason: "bye") }
+        #expect(result == WebSocketConnection.CloseResult(code: .goingAway, description: "bye", handshakeCompleted: true))
+        #expect(connection.closeCode == .goingAway)
+        // Again, on the closed connection: the same result at once, no error.
+        #expect(try await connection.close(code: .normal) == result)
+
+        // A peer that never answers the close frame: the close times out.
+        let (timeoutServer, accepted) = try await WebSocketConnectionTests.serverWithConnections { $0.closeTimeout = .milliseconds(300) }
+        defer { Task { await timeoutServer.stop() } }
+        let silent = try await RawClient.connected(port: timeoutServer.port)
+        let serverSide = try await accepted.value()
+        let timedOut = try await withTimeout(10, "close with a silent peer") { try await serverSide.close(code: .normal) }
+        #expect(!timedOut.handshakeCompleted)
+        #expect(timedOut.code == .normal)
+        await silent.close()
+    }
+
+    @Test("roundTrip returns the time until the matching pong; concurrent calls each get theirs")
+    func roundTrip() async throws {
+        let server = try await TestServer.echo()
+        defer { Task { await server.stop() } }
+        let connection = try await WebSocketClient().connect(url: server.url)
+        let pongs = Collected<Int>()
+        connection.onPong { pongs.append($0.readableBytes) }
+        let times = try await withTimeout(10, "round trips") {
+            async let a = connection.roundTrip()
+            async let b = connection.roundTrip(ByteBuffer(string: "hi"))
+            return try await [a, b]
+        }
+        #expect(times.allSatisfy { $0 > .zero && $0 < .seconds(10) })
+        #expect(Set(pongs.all) == [8, 10], "the pong event still fires, with the payload")
+        await #expect(throws: WebSocketError.self) { try await connection.roundTrip(ByteBuffer(repeating: 0, count: 118)) }
+        _ = try await connection.close(code: .normal)
+        await #expect { try await connection.roundTrip() } throws: { ($0 as? WebSocketError)?.code == .notConnected }
+    }
+
+    @Test("close codes as values: static members, integer literals, and the Int API alike")
+    func closeCodes() async throws {
+        #expect(WebSocketCloseCode.normal.rawValue == 1000)
+        #expect(WebSocketCloseCode.tryAgainLater == 1013)
+        #expect(WebSocketCloseCode(4000).isValidOnWire)
+        #expect(!WebSocketCloseCode.abnormal.isValidOnWire)
+        #expect(WebSocketCloseCode.policyViolation.description == "1008 (Policy violation)")
+        let server = try await TestServer.echo()
+        defer { Task { await server.stop() } }
+        let connection = try await WebSocketClient().connect(url: server.url)
+        let closed = Expectation<Int>()
+        connection.onClose { code, _ in closed.fulfill(code) }
+        try connection.close(reasonCode: .policyViolation)
+        #expect(try await closed.value(10) == 1008)
+        #expect(throws: WebSocketError.self) { try connection.close(reasonCode: WebSocketCloseCode.abnormal) }
+    }
+}
