@@ -338,7 +338,11 @@ struct FaultTests {
                 return await group.reduce(0, +)
             }
         }
-        try await Task.sleep(for: .milliseconds(500))
+        // Wait for the event (echoes flowing) rather than a fixed time: under a sanitizer the
+        // first echoes can take longer than half a second.
+        try await withTimeout(10, "the first echoes") {
+            while echoes.withLockedValue({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
         #expect(fault.server.connectionCount == count)
         #expect(echoes.withLockedValue { $0 } > 0)
         try await withTimeout(10, "shutDown") { await fault.server.shutDown() }
