@@ -39,6 +39,10 @@ struct AsyncAPITests {
         let client = try await WebSocketClient(configuration: configuration).connect(url: server.url)
         client.pause()
         let serverSide = try await accepted.value()
+        // `drain` fires only when the channel is writable again, on the event loop; never for an
+        // async write reaching the handler while the buffer is still full.
+        let drains = Collected<(writable: Bool, onLoop: Bool)>()
+        serverSide.onDrain { drains.append((serverSide.socket.isWritable, serverSide.socket.eventLoop.inEventLoop)) }
         let written = NIOLockedValueBox(0)
         let chunk = ByteBuffer(repeating: 7, count: 256 * 1024)
         let writer = Task {
@@ -69,6 +73,8 @@ struct AsyncAPITests {
         try await all.value(30, "every chunk")
         try await withTimeout(10, "the writer") { try await writer.value }
         #expect(written.withLockedValue { $0 } == 32)
+        #expect(!drains.all.isEmpty)
+        #expect(drains.all.allSatisfy { $0.writable && $0.onLoop }, "\(drains.all)")
         try client.close()
     }
 

@@ -190,7 +190,7 @@ extension WebSocketConnection {
                     state.bytesInTransit -= size
                     return !state.writeWaiters.isEmpty
                 }
-                if drained { self.writabilityRestored() }
+                if drained { self.wakeWaitingWrites() }
             }
         }
         if !canWriteMore { try await waitUntilWritable() }
@@ -213,14 +213,20 @@ extension WebSocketConnection {
                 return
             }
             // Writability may have come back before the waiter was in the list.
-            if canWriteMore { writabilityRestored() }
+            if canWriteMore { wakeWaitingWrites() }
         }
     }
 
-    /// The write buffer drained (or async writes reached the handler): wake the waiting writes
-    /// when there is room again.
+    /// The channel became writable again (called by the handler, on the event loop): the `drain`
+    /// event, then the waiting writes.
     func writabilityRestored() {
         emit(\.drain, ())
+        wakeWaitingWrites()
+    }
+
+    /// Resumes the async writes that wait, when there is room again. No `drain` event: this also
+    /// runs when async writes reach the handler, or off the event loop from a new waiter.
+    private func wakeWaitingWrites() {
         guard canWriteMore else { return }
         let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, any Error>] in
             defer { state.writeWaiters.removeAll() }

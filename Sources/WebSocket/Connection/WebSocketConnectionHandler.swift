@@ -45,11 +45,6 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         self.machine = WebSocketConnectionStateMachine(role: role, options: options, codecs: codecs, now: .now())
     }
 
-    var closeState: WebSocketConnectionStateMachine.CloseState { machine.closeState }
-    var isClosed: Bool { machine.isClosed }
-    /// Whether both close frames were exchanged.
-    var handshakeCompleted: Bool { machine.handshakeCompleted }
-
     private var isHolding: Bool { awaitingConsumer || userPaused || streamBackpressure }
     private var options: WebSocketConnectionOptions { machine.options }
 
