@@ -23,7 +23,7 @@ struct GracefulShutdownTests {
         { request in
             let connection = try request.accept(protocol: request.requestedProtocols.first)
             do {
-                for try await message in connection.messages { try await connection.send(message) }
+                for try await message in connection.messages { try await connection.write(message) }
             } catch {
                 returned.append("\(request.resource) threw \(error)")
                 throw error

@@ -91,7 +91,7 @@ extension WebSocketConnection {
     /// Records that a close started (first caller wins); returns false if one had already.
     @discardableResult
     func markClosing(code: Int, description: String) -> Bool {
-        state.withLockedValue { state in
+        let first = state.withLockedValue { state in
             guard state.closeReasonCode == -1 else {
                 state.connected = false
                 return false
@@ -101,6 +101,10 @@ extension WebSocketConnection {
             state.closeDescription = description
             return true
         }
+        // A closing connection leaves its topics (after `connected` turned false, so that no
+        // subscription slips in after this).
+        topicRegistry?.leaveAll(self)
+        return first
     }
 
     /// Called once by the handler when the socket has closed; `handshakeCompleted` tells
@@ -125,6 +129,7 @@ extension WebSocketConnection {
             state.pingWaiters = []
             return (state.closeReasonCode, state.closeDescription ?? "", !state.pending.isEmpty, handlers, server, waiters)
         }
+        topicRegistry?.leaveAll(self)
         server?.connectionClosed(self, code: code, description: description)
         let closedError = WebSocketError(.notConnected, "The connection closed (\(code) \(description))")
         for waiter in waiters.writes { waiter.resume(throwing: closedError) }

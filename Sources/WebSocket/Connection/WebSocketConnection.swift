@@ -70,6 +70,10 @@ public final class WebSocketConnection: Sendable {
     nonisolated(unsafe) let handler: WebSocketConnectionHandler
     /// The write buffer's high watermark: async writes wait while more is queued.
     let highWaterMark: Int
+    /// The topics of the server that accepted this connection (nil for a client's).
+    let topicRegistry: WebSocketTopicRegistry?
+    /// How published messages are framed for this connection (from its extensions).
+    let topicFraming: WebSocketTopicFraming
 
     struct PublicState {
         /// The handler lists of the connection's events.
@@ -101,6 +105,8 @@ public final class WebSocketConnection: Sendable {
         /// Pings of ``roundTrip(_:)`` waiting for their pong, oldest first.
         var pingWaiters: [PingWaiter] = []
         var nextPingNumber: UInt64 = 0
+        /// Published messages skipped because this connection read too slowly.
+        var skippedPublications = 0
     }
 
     /// For a connection that closed before `server` counted it: tells the server, as a close
@@ -131,6 +137,7 @@ public final class WebSocketConnection: Sendable {
         remoteAddress: String,
         webSocketVersion: Int,
         logger: Logger,
+        topicRegistry: WebSocketTopicRegistry? = nil,
         codecs: sending [any WebSocketExtensionCodec] = []
     ) {
         self.socket = channel
@@ -143,6 +150,8 @@ public final class WebSocketConnection: Sendable {
         self.remoteAddress = remoteAddress
         self.webSocketVersion = webSocketVersion
         self.logger = logger
+        self.topicRegistry = topicRegistry
+        self.topicFraming = WebSocketTopicFraming(codecs: codecs)
         self.handler = WebSocketConnectionHandler(role: role, options: options, codecs: codecs)
     }
 

@@ -414,6 +414,55 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    // MARK: - Published messages (topics)
+
+    /// Whether published messages may still be written (the connection is open: no close frame
+    /// went out yet).
+    var acceptsPublished: Bool { context != nil && machine.closeState == .open }
+    /// Set while the connection is in a topic drain's list of connections to flush.
+    var publishFlushPending = false
+    /// Bytes of published messages handed to the channel and not yet written to the socket:
+    /// what ``WebSocketServer/Configuration/maxBackpressure`` limits.
+    private(set) var publishedBytesInFlight = 0
+
+    /// Writes frames framed by the topic (shared with the other subscribers); the flush comes
+    /// with ``flushPublished()``, after the drain.
+    func writePublished(_ frames: ByteBuffer) {
+        guard let context else { return }
+        writeBatch()
+        context.write(wrapOutboundOut(frames), promise: countInFlight(frames.readableBytes, on: context))
+        needsFlush = true
+    }
+
+    /// Frames (and compresses) a published message on this connection's own state machine.
+    func writePublished(_ publication: WebSocketPublication) {
+        guard let context else { return }
+        var output = Output(handler: self)
+        // Deferred like the writes of a read loop: one flush after the drain.
+        let wasInReadLoop = inReadLoop
+        inReadLoop = true
+        defer { inReadLoop = wasInReadLoop }
+        if machine.sendMessage(
+            opcode: publication.opcode, payload: publication.payload, compress: publication.compress,
+            allocator: context.channel.allocator, into: &output) == nil {
+            output.finish(promise: countInFlight(publication.size, on: context))
+        }
+    }
+
+    /// A promise that takes `size` bytes off ``publishedBytesInFlight`` once written (or failed).
+    private func countInFlight(_ size: Int, on context: ChannelHandlerContext) -> EventLoopPromise<Void> {
+        publishedBytesInFlight += size
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in self.publishedBytesInFlight -= size }
+        return promise
+    }
+
+    /// The end of a topic drain: sends what it wrote.
+    func flushPublished() {
+        publishFlushPending = false
+        flushIfNeeded()
+    }
+
     // MARK: - Closing
 
     /// Starts the close handshake (`connection.close()`).

@@ -35,7 +35,43 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
         // break the agreement): under an 8-bit limit, messages go out uncompressed, which RFC 7692
         // always allows.
         guard allowed, compressWindowBits >= 9, message.readableBytes >= options.threshold else { return nil }
-        let compressor = try self.compressor ?? makeCompressor()
+        let compressor = try self.compressor ?? Self.makeCompressor(options: options, windowBits: compressWindowBits)
+        let output = try Self.deflate(message, with: compressor, allocator: allocator)
+        if resetCompressor { self.compressor = nil } else { self.compressor = compressor }
+        return (output, 0x40)
+    }
+
+    /// What makes two connections' compressed output of one message the same bytes: no context
+    /// takeover on our side (every message starts a fresh DEFLATE stream), the same window,
+    /// level and memory level, and the same threshold. Topics compress a published message once
+    /// for all subscribers with the same key (uWebSockets' shared compressor).
+    struct SharedKey: Hashable, Sendable {
+        var windowBits: Int
+        var compressionLevel: Int
+        var memoryLevel: Int
+        var threshold: Int
+    }
+
+    /// This connection's ``SharedKey``; nil when its compressor keeps its context between
+    /// messages (each of its messages depends on the ones before: compressed for it alone).
+    var sharedKey: SharedKey? {
+        guard resetCompressor else { return nil }
+        return SharedKey(windowBits: compressWindowBits, compressionLevel: options.compressionLevel, memoryLevel: options.memoryLevel, threshold: options.threshold)
+    }
+
+    /// The compressed payload every connection of `key` would send for `message` (with RSV1 on
+    /// its first frame); nil when such a connection sends it uncompressed (under the threshold,
+    /// or an 8-bit window).
+    static func compressShared(_ message: ByteBuffer, key: SharedKey, allocator: ByteBufferAllocator) throws -> ByteBuffer? {
+        guard key.windowBits >= 9, message.readableBytes >= key.threshold else { return nil }
+        var options = PerMessageDeflate.Options()
+        options.compressionLevel = key.compressionLevel
+        options.memoryLevel = key.memoryLevel
+        return try deflate(message, with: makeCompressor(options: options, windowBits: key.windowBits), allocator: allocator)
+    }
+
+    /// One message through `compressor`, sync-flushed, without the 00 00 FF FF tail.
+    private static func deflate(_ message: ByteBuffer, with compressor: ZlibCompressor, allocator: ByteBufferAllocator) throws -> ByteBuffer {
         var input = message
         var output = allocator.buffer(capacity: compressor.maxSize(from: input))
         while true {
@@ -51,11 +87,10 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
         if output.readableBytes >= 4, output.readableBytesView.suffix(4).elementsEqual(Self.tail) {
             output.moveWriterIndex(to: output.writerIndex - 4)
         }
-        if resetCompressor { self.compressor = nil } else { self.compressor = compressor }
-        return (output, 0x40)
+        return output
     }
 
-    private func makeCompressor() throws -> ZlibCompressor {
+    private static func makeCompressor(options: PerMessageDeflate.Options, windowBits compressWindowBits: Int) throws -> ZlibCompressor {
         let level = ZlibConfiguration.CompressionLevel(rawValue: Int32(options.compressionLevel)) ?? .defaultCompressionLevel
         let memory = ZlibConfiguration.MemoryLevel(rawValue: Int32(options.memoryLevel)) ?? .defaultMemoryLevel
         var configuration = ZlibConfiguration(compressionLevel: level, memoryLevel: memory)

@@ -85,7 +85,7 @@ public final class WebSocketRouter: Sendable {
     ///
     /// ```swift
     /// try router.mount("/echo", protocol: "echo-protocol") { connection in
-    ///     for try await message in connection.messages { try await connection.send(message) }
+    ///     for try await message in connection.messages { try await connection.write(message) }
     /// }
     /// ```
     ///

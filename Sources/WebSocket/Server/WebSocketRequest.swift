@@ -118,7 +118,7 @@ public final class WebSocketRequest: Sendable {
         let connection = WebSocketConnection(
             channel: socket, role: .server, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
-            logger: server.logger, codecs: codecs)
+            logger: server.logger, topicRegistry: server.topicRegistry, codecs: codecs)
         let answer = headers
         let execute: @Sendable () -> Void = {
             self.handshake.value.switchToWebSocket(connection: connection, headers: answer)
@@ -135,7 +135,7 @@ public final class WebSocketRequest: Sendable {
     /// ```swift
     /// try request.accept(protocol: "echo") { connection in
     ///     for try await message in connection.messages {
-    ///         try await connection.send(message)
+    ///         try await connection.write(message)
     ///     }
     /// }
     /// ```

@@ -46,6 +46,8 @@ public final class WebSocketServer: Sendable {
     let upgradeErrorHandlers = WebSocketEventHandlers<any Error>()
     /// The tasks of scoped connection handlers (WebSocketServer+Scoped.swift).
     let scopedHandlers = WebSocketScopedHandlers()
+    /// Topics: subscriptions and the delivery of published messages (WebSocketServer+Topics.swift).
+    let topicRegistry: WebSocketTopicRegistry
 
     /// A plain (non-upgrade) HTTP request handler: gets the request head and answers with a
     /// status, extra headers and a body.
@@ -93,6 +95,7 @@ public final class WebSocketServer: Sendable {
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         self.listeners = listeners
+        self.topicRegistry = WebSocketTopicRegistry(configuration: configuration)
     }
 
     // MARK: Events

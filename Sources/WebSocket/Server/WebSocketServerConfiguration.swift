@@ -92,8 +92,34 @@ extension WebSocketServer {
         /// and 64 KiB.
         public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
 
+        /// The most bytes of published messages (``WebSocketServer/publish(_:to:compress:)-(WebSocketMessage,_,_)``)
+        /// queued for one connection and not yet written to its socket; a message that would go
+        /// past it meets ``backpressurePolicy``. A message always goes to a connection with
+        /// nothing queued, however large. Default 1 MiB (uWebSockets' `maxBackpressure`; its
+        /// default is 64 KiB, which a burst of publications to a healthy reader on a busy
+        /// loopback already reaches).
+        public var maxBackpressure = 1 << 20
+        /// What happens to a published message that would take a connection past
+        /// `maxBackpressure`. Default ``WebSocketServer/BackpressurePolicy/skip``.
+        public var backpressurePolicy = BackpressurePolicy.skip
+
         /// The defaults above.
         public init() {}
+    }
+
+    /// What happens when a published message would take a slow connection past
+    /// ``Configuration/maxBackpressure``.
+    public enum BackpressurePolicy: Sendable, Hashable {
+        /// That connection does not get the message; it is counted in
+        /// ``WebSocketConnection/skippedPublishedMessages`` and
+        /// ``WebSocketServer/skippedPublishedMessages``. The connection stays open and gets the
+        /// messages published once it has caught up.
+        case skip
+        /// That connection does not get the message and is closed with `code`: usually
+        /// ``WebSocketCloseCode/policyViolation`` (1008) or ``WebSocketCloseCode/tryAgainLater``
+        /// (1013). The close frame goes out behind what is queued; a peer that never reads is cut
+        /// off after `closeTimeout`.
+        case close(WebSocketCloseCode)
     }
 }
 

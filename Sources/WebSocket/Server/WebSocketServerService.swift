@@ -36,7 +36,7 @@ extension WebSocketServer: Service {
     /// let service = ClosureService {
     ///     try await server.run { request in
     ///         let connection = try request.accept(protocol: request.requestedProtocols.first)
-    ///         for try await message in connection.messages { try await connection.send(message) }
+    ///         for try await message in connection.messages { try await connection.write(message) }
     ///     }
     /// }
     /// let group = ServiceGroup(services: [service], gracefulShutdownSignals: [.sigint, .sigterm], logger: server.logger)

@@ -1,0 +1,385 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A server's topics: who is subscribed to what, and the delivery of published messages.
+///
+/// Publishing takes a snapshot of the topic's subscribers under one lock, frames the message
+/// once per kind of subscriber (``WebSocketPublication``), and queues it in the inbox of every
+/// event loop that has subscribers; each event loop drains its inbox in one task, so every
+/// message queued for it within one tick goes out with one flush per connection (one `writev`).
+/// Consecutive messages for the same subscribers are joined into one buffer, written to each of
+/// them: one write per connection per drain, whatever the number of messages.
+///
+/// Order: one publisher's messages reach a loop's inbox in publish order, and each inbox is
+/// drained in order. A subscription counts from the moment ``subscribe(_:to:)`` returns: the
+/// snapshot of a later publish contains it, and that of a publish after ``unsubscribe(_:from:)``
+/// returned does not.
+final class WebSocketTopicRegistry: @unchecked Sendable {
+    /// The longest topic name, in UTF-8 bytes.
+    static let maxTopicBytes = 1024
+    /// The most bytes of published messages one event loop's inbox holds before further
+    /// publications to its subscribers are skipped (and counted as skipped for each): a
+    /// publisher on another thread cannot outrun a loop without bound.
+    static let maxInboxBytes = 64 << 20
+
+    /// The limit and policy of ``WebSocketServer/Configuration/maxBackpressure``.
+    let maxBackpressure: Int
+    let backpressurePolicy: WebSocketServer.BackpressurePolicy
+    /// Where messages are split into frames (nil: never), as every connection of the server does.
+    let fragmentationThreshold: Int?
+
+    // Everything below is guarded by `lock`.
+    private let lock = NIOLock()
+    private var topics: [String: Topic] = [:]
+    private var memberships: [ObjectIdentifier: Set<String>] = [:]
+    private var inboxes: [ObjectIdentifier: Inbox] = [:]
+    private var skippedTotal = 0
+
+    init(configuration: WebSocketServer.Configuration) {
+        self.maxBackpressure = max(0, configuration.maxBackpressure)
+        self.backpressurePolicy = configuration.backpressurePolicy
+        self.fragmentationThreshold = configuration.fragmentOutgoingMessages ? max(1, configuration.fragmentationThreshold) : nil
+    }
+
+    /// One subscriber: the connection and how it takes published messages.
+    struct Subscriber {
+        let connection: WebSocketConnection
+        var id: ObjectIdentifier { ObjectIdentifier(connection) }
+    }
+
+    /// One topic's subscribers on one event loop.
+    final class LoopSubscribers {
+        let inbox: Inbox
+        var list: [Subscriber] = []
+        var positions: [ObjectIdentifier: Int] = [:]
+        /// Changes with every subscribe and unsubscribe: publications with the same version went
+        /// to the same subscribers and may be joined.
+        var version: UInt64 = 0
+
+        init(inbox: Inbox) {
+            self.inbox = inbox
+        }
+    }
+
+    struct Topic {
+        var loops: [LoopSubscribers] = []
+        var count = 0
+        /// How many subscribers want each framing (usually a single entry).
+        var framings: [WebSocketTopicFraming: Int] = [:]
+    }
+
+    /// One event loop's queue of publications to deliver.
+    final class Inbox: @unchecked Sendable {
+        let eventLoop: any EventLoop
+        var pending: [Delivery] = []
+        var pendingBytes = 0
+        var scheduled = false
+
+        init(eventLoop: any EventLoop) {
+            self.eventLoop = eventLoop
+        }
+    }
+
+    /// A publication for the subscribers of one topic on one event loop.
+    struct Delivery {
+        let publication: WebSocketPublication
+        let subscribers: [Subscriber]
+        let group: ObjectIdentifier
+        let version: UInt64
+    }
+
+    // MARK: - Subscriptions
+
+    /// Subscribes `connection`; false when it was subscribed already or is closing or closed.
+    func subscribe(_ connection: WebSocketConnection, to topic: String) throws(WebSocketError) -> Bool {
+        try Self.validate(topic)
+        let id = ObjectIdentifier(connection)
+        return lock.withLock {
+            // Under this lock: leaveAll runs after `connected` turns false, so a subscription
+            // made before that is removed, and none is made after.
+            guard connection.connected, memberships[id, default: []].insert(topic).inserted else {
+                if memberships[id]?.isEmpty == true { memberships[id] = nil }
+                return false
+            }
+            let loopID = ObjectIdentifier(connection.socket.eventLoop)
+            let inbox = inboxes[loopID] ?? {
+                let inbox = Inbox(eventLoop: connection.socket.eventLoop)
+                inboxes[loopID] = inbox
+                return inbox
+            }()
+            var entry = topics[topic] ?? Topic()
+            let group: LoopSubscribers
+            if let existing = entry.loops.first(where: { $0.inbox === inbox }) {
+                group = existing
+            } else {
+                group = LoopSubscribers(inbox: inbox)
+                entry.loops.append(group)
+            }
+            group.positions[id] = group.list.count
+            group.list.append(Subscriber(connection: connection))
+            group.version &+= 1
+            entry.count += 1
+            entry.framings[connection.topicFraming, default: 0] += 1
+            topics[topic] = entry
+            return true
+        }
+    }
+
+    /// Unsubscribes `connection`; false when it was not subscribed.
+    func unsubscribe(_ connection: WebSocketConnection, from topic: String) -> Bool {
+        let id = ObjectIdentifier(connection)
+        return lock.withLock {
+            guard memberships[id]?.remove(topic) != nil else { return false }
+            if memberships[id]?.isEmpty == true { memberships[id] = nil }
+            remove(connection, from: topic)
+            return true
+        }
+    }
+
+    /// Takes `connection` out of every topic (it is closing).
+    func leaveAll(_ connection: WebSocketConnection) {
+        lock.withLock {
+            guard let topics = memberships.removeValue(forKey: ObjectIdentifier(connection)) else { return }
+            for topic in topics { remove(connection, from: topic) }
+        }
+    }
+
+    /// Removes one subscription from its topic (under the lock).
+    private func remove(_ connection: WebSocketConnection, from topic: String) {
+        let id = ObjectIdentifier(connection)
+        guard var entry = topics[topic],
+            let loopIndex = entry.loops.firstIndex(where: { $0.inbox.eventLoop === connection.socket.eventLoop }),
+            case let group = entry.loops[loopIndex],
+            let position = group.positions.removeValue(forKey: id)
+        else { return }
+        let last = group.list.count - 1
+        if position != last {
+            group.list[position] = group.list[last]
+            group.positions[group.list[position].id] = position
+        }
+        group.list.removeLast()
+        group.version &+= 1
+        if group.list.isEmpty { entry.loops.remove(at: loopIndex) }
+        entry.count -= 1
+        let framing = connection.topicFraming
+        entry.framings[framing, default: 1] -= 1
+        if entry.framings[framing] == 0 { entry.framings[framing] = nil }
+        topics[topic] = entry.count == 0 ? nil : entry
+    }
+
+    /// The topics `connection` is subscribed to.
+    func topics(of connection: WebSocketConnection) -> Set<String> {
+        lock.withLock { memberships[ObjectIdentifier(connection)] ?? [] }
+    }
+
+    func subscriberCount(of topic: String) -> Int {
+        lock.withLock { topics[topic]?.count ?? 0 }
+    }
+
+    /// The topics with at least one subscriber, sorted.
+    var topicNames: [String] {
+        lock.withLock { Array(topics.keys) }.sorted()
+    }
+
+    /// Published messages skipped for slow subscribers since the server started.
+    var skippedCount: Int {
+        lock.withLock { skippedTotal }
+    }
+
+    static func validate(_ topic: String) throws(WebSocketError) {
+        let bytes = topic.utf8.count
+        guard bytes <= maxTopicBytes else {
+            throw WebSocketError(.invalidArgument, "A topic name has at most \(maxTopicBytes) bytes of UTF-8; this one has \(bytes)")
+        }
+    }
+
+    // MARK: - Publishing
+
+    /// Queues a message for every subscriber of `topic` but `sender`; returns how many.
+    ///
+    /// A topic without subscribers costs a dictionary lookup under the lock and allocates
+    /// nothing (the text of a ``WebSocketPublication/Payload/text(_:)`` is not even encoded).
+    func publish(_ payload: WebSocketPublication.Payload, to topic: String, compress: Bool, sender: WebSocketConnection?) -> Int {
+        guard topic.utf8.count <= Self.maxTopicBytes else { return 0 }
+        let senderID = sender.map(ObjectIdentifier.init)
+        // The snapshot: the subscribers of each loop, and what framings they need.
+        let snapshot: (count: Int, groups: [LoopSubscribers], lists: [[Subscriber]], versions: [UInt64], framings: [WebSocketTopicFraming])? =
+            lock.withLock {
+                guard let entry = topics[topic] else { return nil }
+                var count = entry.count
+                if let senderID, memberships[senderID]?.contains(topic) == true { count -= 1 }
+                guard count > 0 else { return nil }
+                return (count, entry.loops, entry.loops.map(\.list), entry.loops.map(\.version), Array(entry.framings.keys))
+            }
+        guard let snapshot else { return 0 }
+        let publication = WebSocketPublication(
+            payload, compress: compress, sender: senderID, framings: snapshot.framings,
+            fragmentationThreshold: fragmentationThreshold)
+        let size = publication.size
+        var toSchedule: [Inbox] = []
+        var overflowed: [[Subscriber]] = []
+        lock.withLock {
+            for (index, group) in snapshot.groups.enumerated() {
+                let inbox = group.inbox
+                if inbox.pendingBytes > 0 && inbox.pendingBytes + size > Self.maxInboxBytes {
+                    overflowed.append(snapshot.lists[index])
+                    continue
+                }
+                inbox.pendingBytes += size
+                inbox.pending.append(
+                    Delivery(publication: publication, subscribers: snapshot.lists[index], group: ObjectIdentifier(group), version: snapshot.versions[index]))
+                if !inbox.scheduled {
+                    inbox.scheduled = true
+                    toSchedule.append(inbox)
+                }
+            }
+        }
+        for list in overflowed {
+            skipped(list.lazy.filter { $0.id != senderID }.map(\.connection), count: 1)
+        }
+        for inbox in toSchedule {
+            inbox.eventLoop.execute { self.drain(inbox) }
+        }
+        return snapshot.count
+    }
+
+    /// Counts `count` skipped messages for each of `connections`.
+    private func skipped(_ connections: some Sequence<WebSocketConnection>, count: Int) {
+        var total = 0
+        for connection in connections {
+            connection.recordSkippedPublications(count)
+            total += count
+        }
+        lock.withLock { skippedTotal += total }
+    }
+
+    // MARK: - Delivery (on the inbox's event loop)
+
+    private func drain(_ inbox: Inbox) {
+        let batch = lock.withLock { () -> [Delivery] in
+            defer {
+                inbox.pending.removeAll(keepingCapacity: false)
+                inbox.pendingBytes = 0
+                inbox.scheduled = false
+            }
+            return inbox.pending
+        }
+        var touched: [WebSocketConnectionHandler] = []
+        var start = batch.startIndex
+        while start < batch.endIndex {
+            var end = start + 1
+            while end < batch.endIndex, batch[end].group == batch[start].group, batch[end].version == batch[start].version {
+                end += 1
+            }
+            deliver(batch[start..<end], touched: &touched)
+            start = end
+        }
+        for handler in touched { handler.flushPublished() }
+    }
+
+    /// Delivers consecutive publications that go to the same subscribers.
+    private func deliver(_ group: ArraySlice<Delivery>, touched: inout [WebSocketConnectionHandler]) {
+        let publications = group.map(\.publication)
+        let senders = publications.compactMap(\.sender)
+        var joined = WebSocketJoinedPublications(publications)
+        var skippedConnections: [(WebSocketConnection, Int)] = []
+        for subscriber in group[group.startIndex].subscribers {
+            let connection = subscriber.connection
+            let handler = connection.handler
+            guard handler.acceptsPublished else { continue }
+            if !handler.publishFlushPending {
+                handler.publishFlushPending = true
+                touched.append(handler)
+            }
+            let excluded = senders.contains(subscriber.id)
+            let skipped: Int
+            switch connection.topicFraming {
+            case .own:
+                skipped = deliverOwn(publications, to: handler, excluding: excluded ? subscriber.id : nil)
+            case .plain, .sharedDeflate:
+                let bytes = joined.frames(for: connection.topicFraming)
+                skipped = deliverShared(bytes, count: publications.count, to: handler, excluding: excluded ? subscriber.id : nil, publications: publications)
+            }
+            if skipped > 0 { skippedConnections.append((connection, skipped)) }
+        }
+        if !skippedConnections.isEmpty {
+            var total = 0
+            for (connection, count) in skippedConnections {
+                connection.recordSkippedPublications(count)
+                total += count
+            }
+            lock.withLock { skippedTotal += total }
+        }
+    }
+
+    /// Writes the joined frames (or, when `excluding` sent some of them, the runs between those)
+    /// as far as the subscriber's backpressure allows; returns how many messages were skipped.
+    private func deliverShared(
+        _ bytes: WebSocketJoinedPublications.Frames, count: Int, to handler: WebSocketConnectionHandler,
+        excluding: ObjectIdentifier?, publications: [WebSocketPublication]
+    ) -> Int {
+        if excluding == nil, fits(bytes.buffer.readableBytes, handler) {
+            handler.writePublished(bytes.buffer)
+            return 0
+        }
+        // Message by message: runs of consecutive messages that fit go out as one slice.
+        var skipped = 0
+        var runStart: Int?
+        var runBytes = 0
+        func writeRun(upTo index: Int) {
+            guard let start = runStart else { return }
+            let from = start == 0 ? 0 : bytes.ends[start - 1]
+            let to = bytes.ends[index - 1]
+            handler.writePublished(bytes.buffer.getSlice(at: bytes.buffer.readerIndex + from, length: to - from)!)
+            runStart = nil
+            runBytes = 0
+        }
+        for index in 0..<count {
+            if let excluding, publications[index].sender == excluding {
+                writeRun(upTo: index)
+                continue
+            }
+            let size = bytes.ends[index] - (index == 0 ? 0 : bytes.ends[index - 1])
+            if fits(size, handler, plus: runBytes) {
+                if runStart == nil { runStart = index }
+                runBytes += size
+                continue
+            }
+            writeRun(upTo: index)
+            skipped += 1
+            if overLimit(handler) { return skipped }
+        }
+        writeRun(upTo: count)
+        return skipped
+    }
+
+    /// Frames and compresses each publication on the subscriber's own state machine.
+    private func deliverOwn(_ publications: [WebSocketPublication], to handler: WebSocketConnectionHandler, excluding: ObjectIdentifier?) -> Int {
+        var skipped = 0
+        for publication in publications where excluding == nil || publication.sender != excluding {
+            guard fits(publication.size, handler) else {
+                skipped += 1
+                if overLimit(handler) { return skipped }
+                continue
+            }
+            handler.writePublished(publication)
+        }
+        return skipped
+    }
+
+    /// Whether `size` more bytes (after `pending` bytes not yet handed over) keep the subscriber
+    /// within `maxBackpressure`. A message always fits when nothing is queued: one larger than
+    /// the limit still reaches a reader that keeps up.
+    private func fits(_ size: Int, _ handler: WebSocketConnectionHandler, plus pending: Int = 0) -> Bool {
+        let queued = handler.publishedBytesInFlight + pending
+        return queued == 0 || queued + size <= maxBackpressure
+    }
+
+    /// A message did not fit: with the close policy, the connection closes (returns true; it
+    /// then takes no more messages).
+    private func overLimit(_ handler: WebSocketConnectionHandler) -> Bool {
+        guard case .close(let code) = backpressurePolicy else { return false }
+        handler.close(code: code.rawValue, description: "The connection reads too slowly for the messages published to it")
+        return true
+    }
+}
