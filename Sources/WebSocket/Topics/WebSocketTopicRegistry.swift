@@ -314,11 +314,16 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
 
     /// Writes the joined frames (or, when `excluding` sent some of them, the runs between those)
     /// as far as the subscriber's backpressure allows; returns how many messages were skipped.
+    ///
+    /// What the socket takes at once is not backpressure: so that the limit counts only what
+    /// waits in memory, a run is flushed every ``flushChunk`` bytes (the kernel takes it and the
+    /// write completes, or it stays queued and counts).
     private func deliverShared(
         _ bytes: WebSocketJoinedPublications.Frames, count: Int, to handler: WebSocketConnectionHandler,
         excluding: ObjectIdentifier?, publications: [WebSocketPublication]
     ) -> Int {
-        if excluding == nil, fits(bytes.buffer.readableBytes, handler) {
+        let total = bytes.buffer.readableBytes
+        if excluding == nil, total <= Self.flushChunk, handler.publishedBytesInFlight + total <= maxBackpressure {
             handler.writePublished(bytes.buffer)
             return 0
         }
@@ -340,18 +345,25 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
                 continue
             }
             let size = bytes.ends[index] - (index == 0 ? 0 : bytes.ends[index - 1])
+            if runBytes > 0, runBytes + size > Self.flushChunk || !fits(size, handler, plus: runBytes) {
+                // Hand the run over and let the socket take what it can before judging this one.
+                writeRun(upTo: index)
+                handler.flushPublishedNow()
+            }
             if fits(size, handler, plus: runBytes) {
                 if runStart == nil { runStart = index }
                 runBytes += size
                 continue
             }
-            writeRun(upTo: index)
             skipped += 1
             if overLimit(handler) { return skipped }
         }
         writeRun(upTo: count)
         return skipped
     }
+
+    /// How many bytes of published messages go to one connection between flushes within a drain.
+    static let flushChunk = 64 * 1024
 
     /// Frames and compresses each publication on the subscriber's own state machine.
     private func deliverOwn(_ publications: [WebSocketPublication], to handler: WebSocketConnectionHandler, excluding: ObjectIdentifier?) -> Int {
@@ -363,6 +375,7 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
                 continue
             }
             handler.writePublished(publication)
+            if handler.publishedBytesUnflushed >= Self.flushChunk { handler.flushPublishedNow() }
         }
         return skipped
     }
