@@ -76,4 +76,39 @@ struct WSServeTopicsTests {
         try bob.close()
         #expect(TopicTests.texts(try await TopicTests.waitFor(4, in: annHears, "bob's leave")).last == #"{"count":1,"name":"bob","type":"leave"}"#)
     }
+
+    /// The resident memory of process `pid`, in bytes (VmRSS of /proc/PID/status).
+    static func residentBytes(of pid: Int32) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { throw InteropError("no VmRSS in /proc/\(pid)/status") }
+        return kib * 1024
+    }
+
+    @Test("a subscriber that never reads, in a topic with a fast publisher: the server's RSS stays flat (maxBackpressure)")
+    func slowSubscriberKeepsRSSFlat() async throws {
+        let (process, port) = try await Self.serve()
+        defer { process.killByPID() }
+        let stalled = try await RawClient.connected(port: port, path: "/broadcast")
+        try await stalled.setReading(false)
+        let publisher = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/broadcast")
+        let received = Collected<WebSocketMessage>()
+        publisher.onMessage { received.append($0) }
+        let message = ByteBuffer(bytes: Array(repeating: 0x42, count: 16 * 1024))
+        let total = 6000  // 94 MiB published; the stalled subscriber takes none of it
+        let window = 50
+        var samples: [Int] = []
+        for start in stride(from: 0, to: total, by: window) {
+            for _ in 0..<window { publisher.sendBytes(message) }
+            // The publisher receives its own messages: it paces itself on them.
+            _ = try await TopicTests.waitFor(start + window, in: received, "the publisher's own messages up to \(start + window)")
+            if (start + window) % 1000 == 0 { samples.append(try Self.residentBytes(of: process.pid)) }
+        }
+        let growth = samples.last! - samples.first!
+        print("ws serve RSS while publishing \(total) x 16 KiB with a stalled subscriber (MiB):", samples.map { $0 >> 20 })
+        // Without the limit the stalled subscriber's queue alone would grow by ~78 MiB here.
+        #expect(growth < 16 << 20, "RSS grew by \(growth >> 20) MiB from the 1,000th message to the last")
+        await stalled.close()
+    }
 }
