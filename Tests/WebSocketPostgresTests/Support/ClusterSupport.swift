@@ -1,0 +1,148 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import WebSocket
+import WebSocketPostgres
+
+/// A failure of a bounded wait.
+struct TestTimeout: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out waiting for \(what)" }
+}
+
+/// Polls `condition` every 5 ms until it holds, failing after `seconds`.
+func waitUntil(_ seconds: Double, _ what: String, _ condition: @Sendable () throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while try !condition() {
+        guard ContinuousClock.now < deadline else { throw TestTimeout(what: what) }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+/// One node of a cluster in this process: a server with its own PostgreSQL broker (its own
+/// connections), whose connections subscribe to the topic their path names and publish what
+/// they receive to it.
+struct ClusterNode: Sendable {
+    let name: String
+    let server: WebSocketServer
+    let broker: WebSocketPostgresBroker
+    let port: Int
+
+    static func start(
+        _ name: String, postgres: ThrowawayPostgres,
+        _ configure: (inout WebSocketPostgresBroker.Configuration) -> Void = { _ in }
+    ) async throws -> ClusterNode {
+        var brokerConfiguration = WebSocketPostgresBroker.Configuration(postgres: postgres.configuration)
+        brokerConfiguration.node = name
+        brokerConfiguration.reconnectInitialDelay = .milliseconds(20)
+        brokerConfiguration.reconnectMaxDelay = .milliseconds(500)
+        configure(&brokerConfiguration)
+        var logger = Logger(label: "test.\(name)")
+        logger.logLevel = ProcessInfo.processInfo.environment["WS_TEST_LOG"] != nil ? .trace : .critical
+        let broker = WebSocketPostgresBroker(configuration: brokerConfiguration, logger: logger)
+        var configuration = WebSocketServer.Configuration()
+        configuration.broker = broker
+        // Every message must reach every subscriber here: no skipping for slow readers.
+        configuration.maxBackpressure = 512 << 20
+        configuration.maxReceivedMessageSize = 1 << 20
+        let server = WebSocketServer(configuration: configuration, logger: logger)
+        server.onRequest { request in
+            guard let connection = try? request.accept() else { return }
+            let topic = String(request.resourceURL.path.dropFirst())
+            if !topic.isEmpty { _ = try? connection.subscribe(to: topic) }
+            connection.onMessage { message in _ = try? connection.publish(message, to: topic) }
+        }
+        let address = try await server.listen(host: "127.0.0.1", port: 0)
+        return ClusterNode(name: name, server: server, broker: broker, port: address.port!)
+    }
+
+    /// A client subscribed to `topic` on this node, recording what it receives.
+    func subscriber(_ topic: String) async throws -> Subscriber {
+        let connection = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/\(topic)")
+        let subscriber = Subscriber(connection: connection)
+        connection.onMessage { subscriber.receive($0) }
+        try await waitUntil(10, "the subscription on \(name)") { server.subscriberCount(of: topic) > 0 }
+        return subscriber
+    }
+}
+
+/// What a client received: every message's publisher and index (checked for content as it
+/// arrives), duplicates and order faults counted.
+final class Subscriber: Sendable {
+    let connection: WebSocketConnection
+    private let state = NIOLockedValueBox(State())
+
+    struct State {
+        var count = 0
+        var lastIndex: [String: Int] = [:]
+        var seen: Set<String> = []
+        var faults: [String] = []
+        var byPublisher: [String: Int] = [:]
+    }
+
+    init(connection: WebSocketConnection) {
+        self.connection = connection
+    }
+
+    func receive(_ message: WebSocketMessage) {
+        let decoded = TestMessage.decode(message)
+        state.withLockedValue { state in
+            state.count += 1
+            guard let (publisher, index) = decoded else {
+                state.faults.append("undecodable message")
+                return
+            }
+            let key = "\(publisher)/\(index)"
+            if !state.seen.insert(key).inserted { state.faults.append("duplicate \(key)") }
+            if let last = state.lastIndex[publisher], index <= last { state.faults.append("out of order \(key) after \(last)") }
+            state.lastIndex[publisher] = index
+            state.byPublisher[publisher, default: 0] += 1
+        }
+    }
+
+    var count: Int { state.withLockedValue { $0.count } }
+    var faults: [String] { state.withLockedValue { $0.faults } }
+    func received(from publisher: String) -> Int { state.withLockedValue { $0.byPublisher[publisher] ?? 0 } }
+    func has(_ publisher: String, _ index: Int) -> Bool { state.withLockedValue { $0.seen.contains("\(publisher)/\(index)") } }
+}
+
+/// Test messages that say who published them and their index, in three kinds: small text,
+/// 20 KB text and 100 KiB binary, each with content derived from both (checked on arrival).
+enum TestMessage {
+    static func make(_ publisher: String, _ index: Int, kind: Int? = nil) -> WebSocketMessage {
+        switch kind ?? (index % 10) {
+        case 0:
+            var buffer = ByteBuffer()
+            let header = "\(publisher)/\(index)/"
+            buffer.writeString(header)
+            let fill = UInt8(truncatingIfNeeded: index &* 31 &+ publisher.utf8.count)
+            buffer.writeRepeatingByte(fill, count: 100 * 1024 - header.utf8.count)
+            return .binary(buffer)
+        case 1, 2:
+            let header = "\(publisher)/\(index)/"
+            return .utf8(header + String(repeating: "é", count: (20_000 - header.utf8.count) / 2))
+        default:
+            return .utf8("\(publisher)/\(index)/small")
+        }
+    }
+
+    /// The publisher and index, when the content is what `make` made.
+    static func decode(_ message: WebSocketMessage) -> (String, Int)? {
+        switch message {
+        case .utf8(let text):
+            let parts = text.split(separator: "/", maxSplits: 2)
+            guard parts.count == 3, let index = Int(parts[1]) else { return nil }
+            guard make(String(parts[0]), index, kind: parts[2] == "small" ? 3 : 1) == message else { return nil }
+            return (String(parts[0]), index)
+        case .binary(let bytes):
+            guard let head = bytes.getBytes(at: bytes.readerIndex, length: min(64, bytes.readableBytes)) else { return nil }
+            let prefix = String(decoding: head, as: UTF8.self)
+            let parts = prefix.split(separator: "/", maxSplits: 2)
+            guard parts.count >= 2, let index = Int(parts[1]) else { return nil }
+            guard make(String(parts[0]), index, kind: 0) == message else { return nil }
+            return (String(parts[0]), index)
+        }
+    }
+}
