@@ -34,7 +34,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// buffer that goes down the pipeline once, before the flush or any other write.
     private var batch: ByteBuffer?
 
-    // Timers.
+    // Timers. Times are the event loop's `now` (real time on NIO's loops; the test's virtual
+    // time on an `EmbeddedEventLoop`, which the timers then follow).
     private var closeTimer: Scheduled<Void>?
     /// A scheduled callback rather than a `Scheduled` task: `scheduleTask` allocates a promise
     /// and three closures that live as long as the timer, about 0.18 KiB per idle connection.
@@ -52,7 +53,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        machine.bytesReceived(at: .now())
+        machine.bytesReceived(at: context.eventLoop.now)
         if !options.isHTTP2Stream {
             // (An HTTP/2 stream channel traps on options it does not know.)
             let marks = options.writeBufferWaterMark
@@ -116,7 +117,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        machine.bytesReceived(at: .now())
+        machine.bytesReceived(at: context.eventLoop.now)
         let buffer = unwrapInboundIn(data)
         if isHolding || !held.isEmpty {
             held.append(buffer.ownStorage())
@@ -498,7 +499,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     private func keepaliveFired() {
         guard let context else { return }
-        switch machine.keepaliveFired(at: .now()) {
+        switch machine.keepaliveFired(at: context.eventLoop.now) {
         case .stop:
             return
         case .reschedule(let deadline):
@@ -515,8 +516,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     /// The keepalive ping reached the socket: the grace period starts now.
     private func keepalivePingWritten() {
-        let writtenAt = NIODeadline.now()
-        guard let context, let end = machine.keepalivePingWritten(at: writtenAt) else { return }
+        guard let context else { return }
+        let writtenAt = context.eventLoop.now
+        guard let end = machine.keepalivePingWritten(at: writtenAt) else { return }
         graceTimer?.cancel()
         graceTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: end) {
             var output = Output(handler: self)
