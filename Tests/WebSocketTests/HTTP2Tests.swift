@@ -214,8 +214,8 @@ struct HTTP2Tests {
             }
         }
         // With the reader paused, the stream's window (64 KiB) and the watermark (64 KiB) stop
-        // the sender long before 4 MiB.
-        try await Task.sleep(for: .seconds(1))
+        // the sender long before 4 MiB: its stream stops being writable.
+        try await waitUntil(20, "the sender's stream to stop being writable") { !sender.socket.isWritable }
         let sentWhilePaused = sent.withLockedValue { $0 }
         #expect(sentWhilePaused < 4)
         #expect(received.withLockedValue { $0 } == 0)
