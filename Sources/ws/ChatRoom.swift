@@ -2,21 +2,22 @@ import Logging
 import NIOConcurrencyHelpers
 import WebSocket
 
-/// The `/chat` room of `ws serve`: every text message a member sends is broadcast to every
-/// member; joins and leaves are announced with the member count.
+/// The `/chat` room of `ws serve`, built on the server's topics: every member is subscribed to
+/// the topic `chat`; every text message a member sends is published to all of them (the sender
+/// included); joins and leaves are announced with the member count.
 ///
 /// The server speaks JSON lines: `{"type":"join","name":…,"count":N}`,
 /// `{"type":"message","from":…,"text":…}`, `{"type":"leave","name":…,"count":N}`, and to a new
 /// member `{"type":"welcome","name":…,"count":N}`. Members send plain text.
 final class ChatRoom: Sendable {
-    private struct Member {
-        var connection: WebSocketConnection
-        var name: String
-    }
-    private let members = NIOLockedValueBox<(next: Int, all: [ObjectIdentifier: Member])>((0, [:]))
+    /// The topic every member is subscribed to.
+    static let topic = "chat"
+    private let server: WebSocketServer
+    private let guests = NIOLockedValueBox(0)
     private let logger: Logger
 
-    init(logger: Logger) {
+    init(server: WebSocketServer, logger: Logger) {
+        self.server = server
         self.logger = logger
     }
 
@@ -29,37 +30,43 @@ final class ChatRoom: Sendable {
         }
     }
 
-    var count: Int { members.withLockedValue { $0.all.count } }
+    var count: Int { server.subscriberCount(of: Self.topic) }
 
     private func join(_ connection: WebSocketConnection, wanted: String?) {
-        let id = ObjectIdentifier(connection)
-        let (name, count) = members.withLockedValue { state -> (String, Int) in
-            state.next += 1
-            let clean = wanted.map { String($0.filter { !$0.isNewline }.prefix(32)) }
-            let name = (clean?.isEmpty == false ? clean! : "guest-\(state.next)")
-            state.all[id] = Member(connection: connection, name: name)
-            return (name, state.all.count)
-        }
-        logger.info("chat join", metadata: ["name": "\(name)", "members": "\(count)", "remote": "\(connection.remoteAddress)"])
-        connection.sendUTF(Self.json(["type": "welcome", "name": name, "count": count]))
-        broadcast(Self.json(["type": "join", "name": name, "count": count]), except: id)
+        let clean = wanted.map { String($0.filter { !$0.isNewline }.prefix(32)) }
+        let name = clean?.isEmpty == false ? clean! : "guest-\(guests.withLockedValue { $0 += 1; return $0 })"
+        // The welcome goes out before any message of the room: both take the connection's event
+        // loop, the direct send first.
+        connection.sendUTF(Self.json(["type": "welcome", "name": name, "count": count + 1]))
+        guard (try? connection.subscribe(to: Self.topic)) == true else { return }
+        let members = count
+        logger.info("chat join", metadata: ["name": "\(name)", "members": "\(members)", "remote": "\(connection.remoteAddress)"])
+        publish(Self.json(["type": "join", "name": name, "count": members]), except: connection)
         connection.onMessage { [self] message in
             guard case .utf8(let text) = message else { return }
-            broadcast(Self.json(["type": "message", "from": name, "text": text]), except: nil)
+            if !publish(Self.json(["type": "message", "from": name, "text": text])) {
+                connection.sendUTF(Self.json(["type": "error", "text": "not sent: the cluster's broker is unavailable"]))
+            }
         }
         connection.onClose { [self] code, _ in
-            let left = members.withLockedValue { state -> Int in
-                state.all.removeValue(forKey: id)
-                return state.all.count
-            }
+            // The connection left the topic before this event.
+            let left = count
             logger.info("chat leave", metadata: ["name": "\(name)", "members": "\(left)", "code": "\(code)"])
-            broadcast(Self.json(["type": "leave", "name": name, "count": left]), except: nil)
+            publish(Self.json(["type": "leave", "name": name, "count": left]))
         }
     }
 
-    private func broadcast(_ text: String, except: ObjectIdentifier?) {
-        let targets = members.withLockedValue { state in state.all.filter { $0.key != except }.map(\.value.connection) }
-        for connection in targets { connection.sendUTF(text) }
+    /// Publishes to the room (everyone but `sender`, when given); false, with a log line, when
+    /// the cluster's broker refuses it (nobody got it).
+    @discardableResult
+    private func publish(_ text: String, except sender: WebSocketConnection? = nil) -> Bool {
+        do {
+            if let sender { try sender.publish(text, to: Self.topic) } else { try server.publish(text, to: Self.topic) }
+            return true
+        } catch {
+            logger.warning("chat publish refused", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     /// A flat JSON object of strings and integers.

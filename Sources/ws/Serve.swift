@@ -13,11 +13,13 @@ import Darwin
 #endif
 
 /// `ws serve`: the library's demo. `GET /` is a chat page; `/chat` (subprotocol `chat`) is a
-/// chat room mounted through ``WebSocketRouter``; every other path echoes text and binary
-/// messages unchanged, accepting any origin and the first subprotocol offered.
+/// chat room mounted through ``WebSocketRouter`` and built on topics; `/broadcast` publishes every
+/// message it receives to every connection on `/broadcast`, the sender included; every other
+/// path echoes text and binary messages unchanged, accepting any origin and the first
+/// subprotocol offered.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the demo server: a chat room on /chat with its page on /, an echo server on every other path.")
+        abstract: "Run the demo server: a chat room on /chat with its page on /, a broadcast on /broadcast, an echo server on every other path.")
 
     @Option(help: "The port to listen on (0 picks a free one).")
     var port: Int = 8080
@@ -103,12 +105,24 @@ struct Serve: AsyncParsableCommand {
             return (.ok, ["Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"], DemoPage.html)
         }
         let router = WebSocketRouter(server: server)
-        try ChatRoom(logger: logger).mount(on: router)
+        try ChatRoom(server: server, logger: logger).mount(on: router)
+        // Every message to every connection on /broadcast, the sender included (benchmark W7).
+        let broadcast: WebSocketRouter.Handler = { [server, logger] request in
+            guard let connection = try? request.accept(origin: request.origin) else { return }
+            guard (try? connection.subscribe(to: "broadcast")) == true else { return }
+            connection.onMessage { message in
+                do { try server.publish(message, to: "broadcast") } catch {
+                    logger.warning("broadcast publish refused", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        try router.mount("/broadcast", protocol: "*", handler: broadcast)
+        try router.mount("/broadcast", handler: broadcast)
         let echo: WebSocketRouter.Handler = { request in
             guard let connection = try? request.accept(origin: request.origin) else { return }
             connection.onMessage { connection.send($0) }
         }
-        let everyOtherPath = try WebSocketRoutePath.regex("^(?!/chat$)")
+        let everyOtherPath = try WebSocketRoutePath.regex("^(?!/chat$|/broadcast$)")
         try router.mount(everyOtherPath, protocol: "*", handler: echo)
         try router.mount(everyOtherPath, handler: echo)
 

@@ -4,7 +4,8 @@ protocol (with Python `websockets`, so nothing else is needed).
 
 Usage: browser_test.py <path to ws> <screenshot dir>
 
-Two pages join the chat; a message from one shows in the other; a 1 MiB binary message echoes
+Three pages join the chat room (built on the server's topics); a message from one shows in
+the two others, and a message from another reaches the first; a 1 MiB binary message echoes
 byte for byte; a close with code 4000 is clean on both ends; the browser's permessage-deflate is
 negotiated; screenshots are taken and must not be blank. Prints one line per check and ends with
 "N passed, M failed"; exits 1 when a check failed, 2 when the setup failed.
@@ -220,15 +221,21 @@ async def run(ws_binary, shots):
             base = f"http://127.0.0.1:{port}/"
             alice = await cdp.open_page(base + "?name=alice")
             bob = await cdp.open_page(base + "?name=bob")
-            both = "window.wsDemo && wsDemo.chat.members === 2"
-            await cdp.wait_for(alice, both, "alice to see two members")
-            await cdp.wait_for(bob, both, "bob to see two members")
-            check("two pages joined the chat", True)
+            carol = await cdp.open_page(base + "?name=carol")
+            three = "window.wsDemo && wsDemo.chat.members === 3"
+            for name, session in (("alice", alice), ("bob", bob), ("carol", carol)):
+                await cdp.wait_for(session, three, f"{name} to see three members")
+            check("three pages joined the chat room", True)
 
             await cdp.evaluate(alice, "wsDemo.send('hello from alice ✓'), true")
             got = "wsDemo.chat.messages.some(m => m.from === 'alice' && m.text === 'hello from alice ✓')"
             await cdp.wait_for(bob, got, "bob to receive alice's message")
-            check("a message from one page shows in the other", True)
+            await cdp.wait_for(carol, got, "carol to receive alice's message")
+            await cdp.wait_for(alice, got, "alice to see her own message")
+            check("a message from one page shows in the two others (and its own)", True)
+            await cdp.evaluate(carol, "wsDemo.send('carol here'), true")
+            await cdp.wait_for(alice, "wsDemo.chat.messages.some(m => m.from === 'carol' && m.text === 'carol here')", "alice to receive carol's message")
+            check("a message from the third page reaches the first", True)
             shown = await cdp.evaluate(bob, "document.getElementById('log').textContent")
             check("the message is rendered in the page", "hello from alice ✓" in shown, shown[-80:])
 
@@ -257,9 +264,10 @@ async def run(ws_binary, shots):
                 await asyncio.sleep(0.1)
             closes = [l.strip() for l in server_log if "connection closed" in l and "code=4000" in l]
             check("the server saw both closes with 4000", len(closes) >= 2, "; ".join(closes))
-            left = "wsDemo.chat.members === 1"
+            left = "wsDemo.chat.members === 2"
             await cdp.wait_for(alice, left, "alice to see bob leave")
-            check("alice sees bob leave", True)
+            await cdp.wait_for(carol, left, "carol to see bob leave")
+            check("alice and carol see bob leave", True)
             cdp.reader.cancel()
         log_task.cancel()
     except SetupError as error:

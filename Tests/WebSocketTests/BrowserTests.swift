@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The demo page of `ws serve` in headless Chromium (Tests/Browser/browser_test.py drives it
-/// over the DevTools protocol): chat between two pages, a 1 MiB binary echo, clean 4000 closes,
+/// over the DevTools protocol): chat between three pages in one room (topics), a 1 MiB binary echo, clean 4000 closes,
 /// permessage-deflate negotiated by the browser, non-blank screenshots.
 @Suite("Browser")
 struct BrowserTests {
@@ -25,7 +25,7 @@ struct BrowserTests {
             arguments: ["-u", Interop.packageRoot.appendingPathComponent("Tests/Browser/browser_test.py").path, ws, shots])
         defer { peer.killByPID() }
         let summary = try await peer.line(100, "the browser test's summary") { $0.hasPrefix("browser: ") }
-        #expect(summary == "browser: 13 passed, 0 failed", "\(summary)\n\(peer.stdoutText)\n\(peer.stderrText)")
+        #expect(summary == "browser: 14 passed, 0 failed", "\(summary)\n\(peer.stdoutText)\n\(peer.stderrText)")
     }
 
     @Test("headless Chromium opens the page and its WebSockets over one HTTP/2 connection (RFC 8441)")

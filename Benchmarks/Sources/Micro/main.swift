@@ -12,16 +12,33 @@ import Darwin
 // median is printed in MB/s of payload (and operations per second).
 //
 //   micro [--seconds 0.3] [--filter NAME]
+//   micro --publish-empty N   only N publications to a topic without subscribers, then exit
+//                             (Benchmarks/publish-allocs.sh counts their allocations)
 
 var seconds = 0.3
 var filter: String?
+var publishEmpty: Int?
 var argv = CommandLine.arguments.dropFirst()
 while let a = argv.popFirst() {
     switch a {
     case "--seconds": seconds = Double(argv.popFirst() ?? "") ?? seconds
     case "--filter": filter = argv.popFirst()
-    default: print("usage: micro [--seconds S] [--filter NAME]"); exit(2)
+    case "--publish-empty": publishEmpty = Int(argv.popFirst() ?? "")
+    default: print("usage: micro [--seconds S] [--filter NAME] | --publish-empty N"); exit(2)
     }
+}
+
+if let publishEmpty {
+    // A server that does not listen: publishing needs no socket. One subscriber-less topic, text
+    // and binary publications, from this thread.
+    let server = WebSocketServer()
+    let payload = ByteBuffer(bytes: [1, 2, 3, 4])
+    var queued = 0
+    for index in 0..<publishEmpty {
+        queued += try index & 1 == 0 ? server.publish("nobody listens", to: "empty") : server.publish(payload, to: "empty")
+    }
+    print("published \(publishEmpty) times, queued for \(queued)")
+    exit(0)
 }
 
 func now() -> Double {
@@ -142,6 +159,13 @@ for size in [32, 1024, 65536] {
         out.clear()
         masked.serialize(into: &out)
     }
+}
+
+// Topics: a publication to a topic without subscribers (a lookup under a lock, no allocation).
+let topicServer = WebSocketServer()
+let topicPayload = ByteBuffer(bytes: [1, 2, 3, 4])
+bench("publish to a topic without subscribers", bytesPerCall: 4) {
+    blackHole(try! topicServer.publish(topicPayload, to: "empty"))
 }
 
 // The opening handshake's Sec-WebSocket-Accept (SHA-1 + base64 of a 60-byte string).

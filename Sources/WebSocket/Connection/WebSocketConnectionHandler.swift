@@ -408,6 +408,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func flushIfNeeded() {
+        publishedBytesUnflushed = 0
         if needsFlush, let context {
             needsFlush = false
             writeBatch()
@@ -426,6 +427,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// what ``WebSocketServer/Configuration/maxBackpressure`` limits.
     private(set) var publishedBytesInFlight = 0
 
+    /// Bytes of published messages written since the last flush.
+    private(set) var publishedBytesUnflushed = 0
+
     /// Writes frames framed by the topic (shared with the other subscribers); the flush comes
     /// with ``flushPublished()``, after the drain.
     func writePublished(_ frames: ByteBuffer) {
@@ -433,6 +437,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         writeBatch()
         context.write(wrapOutboundOut(frames), promise: countInFlight(frames.readableBytes, on: context))
         needsFlush = true
+    }
+
+    /// Flushes within a drain: the socket takes what it can, and the writes it took complete
+    /// (so ``publishedBytesInFlight`` counts only what waits).
+    func flushPublishedNow() {
+        flushIfNeeded()
     }
 
     /// Frames (and compresses) a published message on this connection's own state machine.
@@ -453,6 +463,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// A promise that takes `size` bytes off ``publishedBytesInFlight`` once written (or failed).
     private func countInFlight(_ size: Int, on context: ChannelHandlerContext) -> EventLoopPromise<Void> {
         publishedBytesInFlight += size
+        publishedBytesUnflushed += size
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.assumeIsolated().whenComplete { _ in self.publishedBytesInFlight -= size }
         return promise
