@@ -26,7 +26,13 @@ final class ChatRoom: Sendable {
         try router.mount("/chat", protocol: "chat") { [self] request in
             guard let connection = try? request.accept(origin: request.origin) else { return }
             let wanted = request.resourceURL.queryItem(named: "name")
-            join(connection, wanted: wanted)
+            // On the connection's event loop (after the upgrade, which `accept` queues there
+            // when called elsewhere): see join.
+            if connection.socket.eventLoop.inEventLoop {
+                join(connection, wanted: wanted)
+            } else {
+                connection.socket.eventLoop.execute { self.join(connection, wanted: wanted) }
+            }
         }
     }
 
@@ -35,11 +41,15 @@ final class ChatRoom: Sendable {
     private func join(_ connection: WebSocketConnection, wanted: String?) {
         let clean = wanted.map { String($0.filter { !$0.isNewline }.prefix(32)) }
         let name = clean?.isEmpty == false ? clean! : "guest-\(guests.withLockedValue { $0 += 1; return $0 })"
-        // The welcome goes out before any message of the room: both take the connection's event
-        // loop, the direct send first.
-        connection.sendUTF(Self.json(["type": "welcome", "name": name, "count": count + 1]))
+        // Subscribed before the welcome goes out: a member is in the room from the moment its
+        // welcome can reach it, so whoever joins after that is announced to it (subscribing
+        // after the send left a window, one preempted thread wide, where a newcomer's join was
+        // published without it). The welcome still precedes every message of the room: this
+        // runs on the connection's event loop, where the send writes at once and the room's
+        // messages come in a later task (the loop's drain of its topic inbox).
         guard (try? connection.subscribe(to: Self.topic)) == true else { return }
         let members = count
+        connection.sendUTF(Self.json(["type": "welcome", "name": name, "count": members]))
         logger.info("chat join", metadata: ["name": "\(name)", "members": "\(members)", "remote": "\(connection.remoteAddress)"])
         publish(Self.json(["type": "join", "name": name, "count": members]), except: connection)
         connection.onMessage { [self] message in

@@ -255,29 +255,21 @@ struct ClientCloseTests {
         }
     }
 
-    @Test("a close frame without a code gives 1005; a server that never answers our close is dropped after closeTimeout")
-    func closeWithoutCodeAndCloseTimeout() async throws {
+    @Test("a close frame without a code gives 1005")
+    func closeWithoutCode() async throws {
         let emptyClose: [UInt8] = [0x88, 0x00]
         let raw = try await RawHTTPServer.upgrading(trailer: emptyClose)
-        let silent = try await RawHTTPServer.upgrading()
-        defer { Task { await raw.stop(); await silent.stop() } }
+        defer { Task { await raw.stop() } }
 
-        // (The raw server never closes TCP: the client gives up waiting after closeTimeout.)
+        // (The raw server never closes TCP: the client gives up waiting after closeTimeout, which
+        // CloseTimeoutVirtualTimeTests checks on virtual time; here it is short, to end soon.)
         var configuration = WebSocketClient.Configuration()
         configuration.closeTimeout = .milliseconds(300)
         let client = WebSocketClient(configuration: configuration)
         let events = Expectation<CloseEvent>()
         client.onConnect { connection in connection.onClose { events.fulfill(CloseEvent(code: $0, description: $1)) } }
         client.connect("ws://127.0.0.1:\(raw.port)/")
-        #expect(try await events.value().code == 1005)
-
-        let connection = try await WebSocketClient(configuration: configuration).connect(url: "ws://127.0.0.1:\(silent.port)/")
-        let closed = Expectation<CloseEvent>()
-        connection.onClose { closed.fulfill(CloseEvent(code: $0, description: $1)) }
-        let start = ContinuousClock.now
-        try connection.close(reasonCode: 4002, description: "no answer")
-        #expect(try await closed.value() == CloseEvent(code: 4002, description: "no answer"))
-        #expect(ContinuousClock.now - start >= .milliseconds(250))
+        #expect(try await events.value(30).code == 1005)
     }
 }
 

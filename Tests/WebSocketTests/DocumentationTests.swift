@@ -26,23 +26,14 @@ struct DocumentationTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = [Self.packageRoot.appendingPathComponent("scripts/docs.sh").path, "--bin-path", buildDirectory.path]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
+        // The output goes to a file, read once the script has exited (see OutputFile).
+        let output = try OutputFile()
+        process.standardOutput = output.handle
+        process.standardError = output.handle
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        let pid = process.processIdentifier
-        // Read the output on another thread so that a full pipe cannot block the script.
-        let collected = Task.detached { output.fileHandleForReading.readDataToEndOfFile() }
-        do {
-            try await withTimeout(300, "scripts/docs.sh") {
-                while process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-            }
-        } catch {
-            kill(pid, SIGKILL)
-            throw error
-        }
-        let text = String(decoding: await collected.value, as: UTF8.self)
+        try await process.exit(within: 300, "scripts/docs.sh")
+        let text = try output.contents()
         #expect(process.terminationStatus == 0, "scripts/docs.sh failed:\n\(text)")
     }
 }

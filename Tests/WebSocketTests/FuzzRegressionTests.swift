@@ -120,7 +120,7 @@ struct FuzzRegressionTests {
         while let frame = try await client.readFrame(timeout: 1) { frames.append(frame) }
         #expect(frames.isEmpty, "after its close frame the server sent \(frames.map(\.opcode))")
         try await withTimeout(5) { try await connection.socket.closeFuture.get() }
-        try await Task.sleep(for: .milliseconds(100))
+        try await barrier(connection.socket.eventLoop)
         #expect(closes.all == [1000])
         await client.close()
     }

@@ -269,10 +269,15 @@ final class ExampleProcess: @unchecked Sendable {
     }
 
     /// Waits until the process has exited and both pipes reached their end (so the output is
-    /// complete); returns the exit status (the signal number if a signal ended it).
+    /// complete), the end at most 2 s after the exit: a child that another test started
+    /// meanwhile may have inherited the pipes' write ends and hold them open (then the output
+    /// read so far is all there is); returns the exit status (the signal number if a signal
+    /// ended it).
     func exitStatus(_ seconds: Double) async throws -> Int32 {
         try await withTimeout(seconds, "the example to exit") {
-            while self.process.isRunning || self.output.withLockedValue({ $0.openPipes > 0 }) {
+            while self.process.isRunning { try await Task.sleep(for: .milliseconds(5)) }
+            let deadline = ContinuousClock.now + .seconds(2)
+            while self.output.withLockedValue({ $0.openPipes > 0 }) && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(5))
             }
         }

@@ -214,8 +214,8 @@ struct HTTP2Tests {
             }
         }
         // With the reader paused, the stream's window (64 KiB) and the watermark (64 KiB) stop
-        // the sender long before 4 MiB.
-        try await Task.sleep(for: .seconds(1))
+        // the sender long before 4 MiB: its stream stops being writable.
+        try await waitUntil(20, "the sender's stream to stop being writable") { !sender.socket.isWritable }
         let sentWhilePaused = sent.withLockedValue { $0 }
         #expect(sentWhilePaused < 4)
         #expect(received.withLockedValue { $0 } == 0)
@@ -263,12 +263,11 @@ struct HTTP2Tests {
             "--silent", "--show-error", "--max-time", "10", "--http2", "--cacert", TestTLS.caFile,
             "--include", "https://localhost:\(port)/page",
         ]
-        let out = Pipe()
-        curl.standardOutput = out
+        let out = try OutputFile()
+        curl.standardOutput = out.handle
         try curl.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        curl.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
+        try await curl.exit(within: 20, "curl")
+        let text = try out.contents()
         #expect(curl.terminationStatus == 0)
         #expect(text.hasPrefix("HTTP/2 200"))
         #expect(text.lowercased().contains("x-path: /page"))

@@ -38,8 +38,10 @@ struct W3CWebSocketTests {
         })
         defer { Task { await server.stop() } }
         let socket = try W3CWebSocket(url: server.url)
-        try await withTimeout(10) { while socket.readyState != W3CWebSocket.OPEN { try await Task.sleep(for: .milliseconds(5)) } }
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil(10, "the socket to open") { socket.readyState == W3CWebSocket.OPEN }
+        // The message has arrived, and waits for a listener, before any handler is set.
+        let connection = try #require(socket.state.withLockedValue { $0.connection })
+        try await waitUntil(10, "the message to arrive") { connection.state.withLockedValue { !$0.pending.isEmpty } }
         let events = Expectation<String>()
         socket.onmessage = { event in
             if case .text(let text) = event.data { events.fulfill("message " + text) }
@@ -52,15 +54,10 @@ struct W3CWebSocketTests {
 
     @Test("CONNECTING → OPEN → CLOSING → CLOSED; protocol, url, text and binary messages in both binary types")
     func lifecycle() async throws {
-        // The server decides after 300 ms, so the socket is certainly still connecting below.
+        // The server decides only when the test lets it, so the socket is still connecting below.
+        let requests = Expectation<WebSocketRequest>()
         let server = try await TestServer.start(setup: { server in
-            server.onRequest { request in
-                Task {
-                    try await Task.sleep(for: .milliseconds(300))
-                    guard let connection = try? request.accept(protocol: request.requestedProtocols.first) else { return }
-                    connection.onMessage { connection.send($0) }
-                }
-            }
+            server.onRequest { requests.fulfill($0) }
         })
         defer { Task { await server.stop() } }
         let (socket, events) = try recordingSocket(url: server.url + "w3c", protocols: ["chat"])
@@ -68,6 +65,10 @@ struct W3CWebSocketTests {
         #expect(socket.url == server.url + "w3c")
         #expect(socket.protocol == "")
         #expect(throws: WebSocketError.self) { try socket.send("too early") }
+        let request = try await requests.value()
+        #expect(socket.readyState == W3CWebSocket.CONNECTING)
+        let serverSide = try request.accept(protocol: request.requestedProtocols.first)
+        serverSide.onMessage { serverSide.send($0) }
         #expect(try await events.value() == .open(readyState: W3CWebSocket.OPEN))
         #expect(socket.protocol == "chat")
         #expect(socket.extensions == "")
@@ -81,14 +82,21 @@ struct W3CWebSocketTests {
         try socket.send(ByteBuffer(bytes: [4, 5]))
         #expect(try await events.value() == .message(.byteBuffer(ByteBuffer(bytes: [4, 5]))))
 
+        // The server reads nothing until the checks of CLOSING are done: the close handshake
+        // cannot complete before them (on a loaded machine it did, between close() and the check).
+        serverSide.pause()
+        try await barrier(serverSide.socket.eventLoop)
         try socket.close(code: 4000, reason: "w3c bye")
         #expect(socket.readyState == W3CWebSocket.CLOSING)
         #expect(throws: WebSocketError.self) { try socket.send("after close") }
+        serverSide.resume()
         let closed = try await events.value()
         #expect(closed == .close(.init(code: 4000, reason: "w3c bye", wasClean: true), readyState: W3CWebSocket.CLOSED))
         #expect(socket.readyState == W3CWebSocket.CLOSED)
         try socket.close()  // no-op once closed
-        #expect(await events.values(during: 0.2).isEmpty)
+        try await barrier(serverSide.socket.eventLoop)
+        try await barrierAllLoops()
+        #expect(events.pending().isEmpty)
         #expect(socket.bufferedAmount == 0)
     }
 
@@ -222,7 +230,9 @@ struct W3CWebSocketTests {
         for _ in 0..<count { try socket.send(message) }
         #expect(socket.bufferedAmount > 0)
         #expect(socket.bufferedAmount <= count * message.readableBytes)
-        // It stays up while the server does not read.
+        // It stays up while the server does not read. (A check that something does not happen:
+        // no event tells when the writes would have completed, so it looks after a while; a slow
+        // machine can only make the count higher.)
         try await Task.sleep(for: .milliseconds(300))
         let stuck = socket.bufferedAmount
         #expect(stuck > 1 << 20, "only \(stuck) bytes still buffered: the socket took everything")

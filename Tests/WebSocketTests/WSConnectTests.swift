@@ -27,7 +27,7 @@ private func wsExecutable() throws -> String {
 private final class WSConnectProcess: @unchecked Sendable {
     private let process = Process()
     private let stdin = Pipe()
-    private let output = NIOLockedValueBox<(stdout: [UInt8], stderr: [UInt8])>(([], []))
+    private let output = NIOLockedValueBox<(stdout: [UInt8], stderr: [UInt8], openPipes: Int)>(([], [], 2))
 
     init(arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: try wsExecutable())
@@ -40,11 +40,13 @@ private final class WSConnectProcess: @unchecked Sendable {
         let output = self.output
         stdout.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil } else { output.withLockedValue { $0.stdout += data } }
+            output.withLockedValue { if data.isEmpty { $0.openPipes -= 1 } else { $0.stdout += data } }
+            if data.isEmpty { handle.readabilityHandler = nil }
         }
         stderr.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil } else { output.withLockedValue { $0.stderr += data } }
+            output.withLockedValue { if data.isEmpty { $0.openPipes -= 1 } else { $0.stderr += data } }
+            if data.isEmpty { handle.readabilityHandler = nil }
         }
         try process.run()
     }
@@ -73,10 +75,16 @@ private final class WSConnectProcess: @unchecked Sendable {
         }
     }
 
-    /// Waits for the process to exit and returns its status.
+    /// Waits for the process to exit and its output to end (at most 2 s after the exit: a child
+    /// that another test started meanwhile may hold the pipes' write ends open); returns its
+    /// status.
     func exitStatus(_ seconds: Double = 10) async throws -> Int32 {
         try await withTimeout(seconds, "ws connect to exit") {
             while self.process.isRunning { try await Task.sleep(for: .milliseconds(10)) }
+            let deadline = ContinuousClock.now + .seconds(2)
+            while self.output.withLockedValue({ $0.openPipes > 0 }) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
         }
         return process.terminationStatus
     }

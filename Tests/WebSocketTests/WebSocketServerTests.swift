@@ -85,39 +85,8 @@ struct WebSocketServerTests {
         #expect(held.withLockedValue { $0.allSatisfy(\.released) }, "a request or server-side connection is still alive after the close")
     }
 
-    @Test("an undecided request is refused with 503 after requestTimeout, with an upgradeError")
-    func requestTimeout() async throws {
-        let errors = Expectation<String>()
-        let server = try await TestServer.start({ $0.requestTimeout = .milliseconds(200) }, setup: { server in
-            server.onRequest { _ in }
-            server.onUpgradeError { errors.fulfill("\($0)") }
-        })
-        defer { Task { await server.stop() } }
-        let raw = try await RawClient.connect(port: server.port)
-        let response = try await raw.handshake()
-        #expect(response.hasPrefix("HTTP/1.1 503"))
-        #expect(try await errors.value().contains("not accepted or rejected"))
-    }
-
-    @Test("a client that sends its headers too slowly is cut off (slowloris)")
-    func slowloris() async throws {
-        let errors = Expectation<String>()
-        let server = try await TestServer.start({ $0.handshakeTimeout = .milliseconds(300) }, setup: { server in
-            server.onUpgradeError { errors.fulfill("\($0)") }
-        })
-        defer { Task { await server.stop() } }
-        let raw = try await RawClient.connect(port: server.port)
-        let start = ContinuousClock.now
-        for byte in "GET / HTTP/1.1\r\nHost: x\r\n".utf8 {
-            if raw.isEOF { break }
-            try? await raw.send([byte])
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let response = try await raw.readAllText(timeout: 3)
-        #expect(response.hasPrefix("HTTP/1.1 408"))
-        #expect(ContinuousClock.now - start < .seconds(5))
-        #expect(try await errors.value().contains("complete request"))
-    }
+    // requestTimeout and handshakeTimeout (slowloris): HandshakeTimeoutVirtualTimeTests, on
+    // virtual time through the same pipeline (`configurePipeline`).
 
     @Test("an oversized request head gets 431, too many headers too")
     func handshakeSize() async throws {

@@ -7,6 +7,10 @@ import NIOCore
 /// holds reading while nobody listens or the consumer is slow.
 ///
 /// Lives on the channel's event loop only; ``WebSocketConnection`` is the thread-safe face.
+///
+/// Here: the state, the channel's events, reading and its holds, the state machine's effects and
+/// closing. The writes: +Sending; published messages (topics): +Published; the keepalive timers:
+/// +Keepalive.
 final class WebSocketConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = Never
@@ -15,8 +19,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     /// Set by the connection right after creation; cleared when the socket closes.
     var connection: WebSocketConnection?
-    private var machine: WebSocketConnectionStateMachine
-    private var context: ChannelHandlerContext?
+    var machine: WebSocketConnectionStateMachine
+    var context: ChannelHandlerContext?
 
     // Reading control.
     /// Inbound messages wait for a listener and reading is paused (see `WebSocketConnection`).
@@ -28,18 +32,29 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// allocates its storage up front, 56 bytes per idle connection).
     private var held: [ByteBuffer] = []
     private var pendingRead = false
-    private var inReadLoop = false
-    private var needsFlush = false
+    var inReadLoop = false
+    var needsFlush = false
     /// Small promise-less frames written during the read loop (echoes, pongs), gathered into one
     /// buffer that goes down the pipeline once, before the flush or any other write.
-    private var batch: ByteBuffer?
+    var batch: ByteBuffer?
 
-    // Timers.
+    // Timers. Times are the event loop's `now` (real time on NIO's loops; the test's virtual
+    // time on an `EmbeddedEventLoop`, which the timers then follow).
     private var closeTimer: Scheduled<Void>?
     /// A scheduled callback rather than a `Scheduled` task: `scheduleTask` allocates a promise
     /// and three closures that live as long as the timer, about 0.18 KiB per idle connection.
-    private var keepaliveTimer: NIOScheduledCallback?
-    private var graceTimer: Scheduled<Void>?
+    var keepaliveTimer: NIOScheduledCallback?
+    var graceTimer: Scheduled<Void>?
+
+    // Published messages (topics).
+    /// Set while the connection is in a topic drain's list of connections to flush.
+    var publishFlushPending = false
+    /// Bytes of published messages handed to the channel and not yet written to the socket:
+    /// what ``WebSocketServer/Configuration/maxBackpressure`` limits.
+    var publishedBytesInFlight = 0
+
+    /// Bytes of published messages written since the last flush.
+    var publishedBytesUnflushed = 0
 
     init(role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec]) {
         self.machine = WebSocketConnectionStateMachine(role: role, options: options, codecs: codecs, now: .now())
@@ -52,7 +67,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        machine.bytesReceived(at: .now())
+        machine.bytesReceived(at: context.eventLoop.now)
         if !options.isHTTP2Stream {
             // (An HTTP/2 stream channel traps on options it does not know.)
             let marks = options.writeBufferWaterMark
@@ -116,7 +131,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     // MARK: - Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        machine.bytesReceived(at: .now())
+        machine.bytesReceived(at: context.eventLoop.now)
         let buffer = unwrapInboundIn(data)
         if isHolding || !held.isEmpty {
             held.append(buffer.ownStorage())
@@ -193,7 +208,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Carries out the state machine's effects, in order, after flushing what it wrote.
-    private func perform(_ effects: [WebSocketConnectionStateMachine.Effect]) {
+    func perform(_ effects: [WebSocketConnectionStateMachine.Effect]) {
         guard !effects.isEmpty else { return }
         flushIfNeeded()
         for effect in effects {
@@ -257,223 +272,6 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    // MARK: - Sending
-
-    /// Frames and writes a message; a refusal (closing, an extension failing) goes to
-    /// `completion` and is returned too.
-    @discardableResult
-    func sendMessage(
-        opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?
-    ) -> WebSocketError? {
-        guard let context else {
-            let error = WebSocketError(.notConnected, "Cannot send: the connection is closing or closed")
-            completion?(error)
-            return error
-        }
-        var output = Output(handler: self)
-        if let error = machine.sendMessage(opcode: opcode, payload: payload, compress: compress, allocator: context.channel.allocator, into: &output) {
-            completion?(error)
-            return error
-        }
-        output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
-        return nil
-    }
-
-    func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)?) {
-        guard let context else {
-            completion?(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
-            return
-        }
-        var output = Output(handler: self)
-        if let error = machine.sendFrame(frame, allocator: context.channel.allocator, into: &output) {
-            completion?(error)
-            return
-        }
-        output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
-    }
-
-    private static func promise(for completion: (@Sendable ((any Error)?) -> Void)?, on eventLoop: any EventLoop) -> EventLoopPromise<Void>? {
-        completion.map { completion in
-            let promise = eventLoop.makePromise(of: Void.self)
-            promise.futureResult.whenComplete { result in
-                if case .failure(let error) = result { completion(error) } else { completion(nil) }
-            }
-            return promise
-        }
-    }
-
-    /// The frames one call of the state machine writes, passed on in order; the last one is held
-    /// back until ``finish(promise:)`` so that a completion goes with the message's last frame.
-    private struct Output: WebSocketFrameSink {
-        let handler: WebSocketConnectionHandler
-        private var last: Frame?
-
-        private enum Frame {
-            case frame(WebSocketFrameHeader, ByteBuffer)
-            case serialized(ByteBuffer)
-        }
-
-        init(handler: WebSocketConnectionHandler) {
-            self.handler = handler
-        }
-
-        mutating func write(_ header: WebSocketFrameHeader, payload: ByteBuffer) {
-            passOn(promise: nil)
-            last = .frame(header, payload)
-        }
-
-        mutating func write(serialized frame: ByteBuffer) {
-            passOn(promise: nil)
-            last = .serialized(frame)
-        }
-
-        /// Writes the held-back frame, with `promise` (completed at once when there is none).
-        mutating func finish(promise: EventLoopPromise<Void>?) {
-            if last == nil {
-                promise?.succeed(())
-                return
-            }
-            passOn(promise: promise)
-        }
-
-        private mutating func passOn(promise: EventLoopPromise<Void>?) {
-            switch last {
-            case .frame(let header, let payload): handler.writeFrame(header, payload: payload, promise: promise)
-            case .serialized(let bytes): handler.write(bytes, promise: promise)
-            case nil: break
-            }
-            last = nil
-        }
-    }
-
-    /// Payloads up to this size are copied behind their header into one buffer; larger ones
-    /// (server side) go out as a separate buffer, without a copy.
-    private static let copyThreshold = 1024
-
-    private func writeFrame(_ header: WebSocketFrameHeader, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
-        guard let context else {
-            promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
-            return
-        }
-        let length = payload.readableBytes
-        let headerLength = header.encodedLength
-        let key = header.maskingKey
-        if key == nil && length > Self.copyThreshold {
-            var headerBuffer = context.channel.allocator.buffer(capacity: headerLength)
-            header.write(to: &headerBuffer)
-            writeBatch()
-            context.write(wrapOutboundOut(headerBuffer), promise: nil)
-            write(payload, promise: promise)
-            return
-        }
-        if inReadLoop && promise == nil {
-            if batch == nil {
-                batch = context.channel.allocator.buffer(capacity: max(Self.batchCapacity, headerLength + length))
-            }
-            header.write(to: &batch!)
-            batch!.writeMaskedPayload(payload.readableBytesView, key: key)
-            needsFlush = true
-            return
-        }
-        var buffer = context.channel.allocator.buffer(capacity: headerLength + length)
-        header.write(to: &buffer)
-        buffer.writeMaskedPayload(payload.readableBytesView, key: key)
-        write(buffer, promise: promise)
-    }
-
-    /// The initial capacity of a read loop's batch of small frames.
-    private static let batchCapacity = 1024
-
-    /// Sends the batched frames down the pipeline (before any other write, to keep the order).
-    private func writeBatch() {
-        if let buffer = batch, let context {
-            batch = nil
-            context.write(wrapOutboundOut(buffer), promise: nil)
-        }
-    }
-
-    private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
-        guard let context else {
-            promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
-            return
-        }
-        writeBatch()
-        context.write(wrapOutboundOut(buffer), promise: promise)
-        if inReadLoop {
-            needsFlush = true
-        } else {
-            context.flush()
-        }
-    }
-
-    private func flushIfNeeded() {
-        publishedBytesUnflushed = 0
-        if needsFlush, let context {
-            needsFlush = false
-            writeBatch()
-            context.flush()
-        }
-    }
-
-    // MARK: - Published messages (topics)
-
-    /// Whether published messages may still be written (the connection is open: no close frame
-    /// went out yet).
-    var acceptsPublished: Bool { context != nil && machine.closeState == .open }
-    /// Set while the connection is in a topic drain's list of connections to flush.
-    var publishFlushPending = false
-    /// Bytes of published messages handed to the channel and not yet written to the socket:
-    /// what ``WebSocketServer/Configuration/maxBackpressure`` limits.
-    private(set) var publishedBytesInFlight = 0
-
-    /// Bytes of published messages written since the last flush.
-    private(set) var publishedBytesUnflushed = 0
-
-    /// Writes frames framed by the topic (shared with the other subscribers); the flush comes
-    /// with ``flushPublished()``, after the drain.
-    func writePublished(_ frames: ByteBuffer) {
-        guard let context else { return }
-        writeBatch()
-        context.write(wrapOutboundOut(frames), promise: countInFlight(frames.readableBytes, on: context))
-        needsFlush = true
-    }
-
-    /// Flushes within a drain: the socket takes what it can, and the writes it took complete
-    /// (so ``publishedBytesInFlight`` counts only what waits).
-    func flushPublishedNow() {
-        flushIfNeeded()
-    }
-
-    /// Frames (and compresses) a published message on this connection's own state machine.
-    func writePublished(_ publication: WebSocketPublication) {
-        guard let context else { return }
-        var output = Output(handler: self)
-        // Deferred like the writes of a read loop: one flush after the drain.
-        let wasInReadLoop = inReadLoop
-        inReadLoop = true
-        defer { inReadLoop = wasInReadLoop }
-        if machine.sendMessage(
-            opcode: publication.opcode, payload: publication.payload, compress: publication.compress,
-            allocator: context.channel.allocator, into: &output) == nil {
-            output.finish(promise: countInFlight(publication.size, on: context))
-        }
-    }
-
-    /// A promise that takes `size` bytes off ``publishedBytesInFlight`` once written (or failed).
-    private func countInFlight(_ size: Int, on context: ChannelHandlerContext) -> EventLoopPromise<Void> {
-        publishedBytesInFlight += size
-        publishedBytesUnflushed += size
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenComplete { _ in self.publishedBytesInFlight -= size }
-        return promise
-    }
-
-    /// The end of a topic drain: sends what it wrote.
-    func flushPublished() {
-        publishFlushPending = false
-        flushIfNeeded()
-    }
-
     // MARK: - Closing
 
     /// Starts the close handshake (`connection.close()`).
@@ -491,52 +289,5 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         let effects = machine.drop(code: code, description: description, skipCloseFrame: skipCloseFrame, into: &output)
         output.finish(promise: nil)
         perform(effects)
-    }
-
-    // MARK: - Keepalive
-
-    private func scheduleKeepalive(at deadline: NIODeadline) {
-        guard let context else { return }
-        // Fails only while the event loop shuts down, which closes the connection anyway.
-        keepaliveTimer = try? context.eventLoop.assumeIsolated().scheduleCallback(at: deadline, handler: KeepaliveCallback(handler: self))
-    }
-
-    /// Calls the handler's `keepaliveFired` when the keepalive timer expires.
-    private struct KeepaliveCallback: NIOScheduledCallbackHandler {
-        let handler: WebSocketConnectionHandler
-        func handleScheduledCallback(eventLoop: some EventLoop) { handler.keepaliveFired() }
-    }
-
-    private func keepaliveFired() {
-        guard let context else { return }
-        switch machine.keepaliveFired(at: .now()) {
-        case .stop:
-            return
-        case .reschedule(let deadline):
-            scheduleKeepalive(at: deadline)
-        case .ping(let deadline):
-            var output = Output(handler: self)
-            machine.writeKeepalivePing(into: &output)
-            let written = context.eventLoop.makePromise(of: Void.self)
-            output.finish(promise: written)
-            written.futureResult.assumeIsolated().whenSuccess { self.keepalivePingWritten() }
-            scheduleKeepalive(at: deadline)
-        }
-    }
-
-    /// The keepalive ping reached the socket: the grace period starts now.
-    private func keepalivePingWritten() {
-        let writtenAt = NIODeadline.now()
-        guard let context, let end = machine.keepalivePingWritten(at: writtenAt) else { return }
-        graceTimer?.cancel()
-        graceTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: end) {
-            var output = Output(handler: self)
-            let effects = self.machine.keepaliveGraceEnded(pingWrittenAt: writtenAt, into: &output)
-            if !effects.isEmpty {
-                self.connection?.logger.debug("WebSocket keepalive timeout: dropping the connection")
-            }
-            output.finish(promise: nil)
-            self.perform(effects)
-        }
     }
 }

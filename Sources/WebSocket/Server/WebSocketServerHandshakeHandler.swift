@@ -195,7 +195,12 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             connection.channelHandler.abandon()
             return
         }
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response)), promise: nil)
+        // Written now, flushed only once the server counts the connection: a client that got
+        // its 101 is always among the connections a shutDown closes (flushed first, a client
+        // could see the 101 and have the server shut down before the connection was counted,
+        // and it was never closed). Whatever the connect handlers send goes out after the 101.
+        let channel = context.channel
+        context.write(wrapOutboundOut(channel.allocator.buffer(string: response)), promise: nil)
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandler(connection.channelHandler)
@@ -210,6 +215,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             return
         }
         server.connectionOpened(connection)
+        channel.flush()
     }
 }
 

@@ -45,14 +45,45 @@ final class Expectation<Value: Sendable>: Sendable {
         }
     }
 
-    /// Every value delivered within the next `seconds` (to check that something did not happen,
-    /// or happened only once).
+    /// The values delivered so far, without waiting (after a ``barrier(_:)``: to check that
+    /// something did not happen, or happened only once).
+    func pending() -> [Value] {
+        queue.withLockedValue { values in
+            defer { values.removeAll() }
+            return values
+        }
+    }
+
+    /// Every value delivered within the next `seconds` (to check that something did not happen
+    /// where no event tells when it would have).
     func values(during seconds: Double) async -> [Value] {
         try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
         return queue.withLockedValue { values in
             defer { values.removeAll() }
             return values
         }
+    }
+}
+
+/// Waits (at most `seconds`) until `condition` holds: for an event that has no callback.
+func waitUntil(_ seconds: Double = 10, _ what: String, _ condition: @escaping @Sendable () -> Bool) async throws {
+    try await withTimeout(seconds, what) {
+        while !condition() { try await Task.sleep(for: .milliseconds(5)) }
+    }
+}
+
+/// Runs an empty task on `loop` after everything queued there before it: once it has run,
+/// whatever that work caused on the loop (events, writes) has happened. Checks that something
+/// did not happen wait for this rather than for a while.
+func barrier(_ loop: any EventLoop) async throws {
+    try await loop.submit {}.get()
+}
+
+/// ``barrier(_:)`` on every loop of NIO's shared group (where the tests' servers and clients
+/// run), twice: work one loop hands to another is done too.
+func barrierAllLoops() async throws {
+    for _ in 0..<2 {
+        for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() { try await barrier(loop) }
     }
 }
 

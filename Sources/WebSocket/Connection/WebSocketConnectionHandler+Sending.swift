@@ -1,0 +1,161 @@
+import NIOCore
+
+// Writing: messages and frames through the state machine, the frames it produces (held back one
+// so that a completion goes with the last), and the writes, batched and flushed once per read loop.
+extension WebSocketConnectionHandler {
+    /// Frames and writes a message; a refusal (closing, an extension failing) goes to
+    /// `completion` and is returned too.
+    @discardableResult
+    func sendMessage(
+        opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?
+    ) -> WebSocketError? {
+        guard let context else {
+            let error = WebSocketError(.notConnected, "Cannot send: the connection is closing or closed")
+            completion?(error)
+            return error
+        }
+        var output = Output(handler: self)
+        if let error = machine.sendMessage(opcode: opcode, payload: payload, compress: compress, allocator: context.channel.allocator, into: &output) {
+            completion?(error)
+            return error
+        }
+        output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
+        return nil
+    }
+
+    func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)?) {
+        guard let context else {
+            completion?(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
+            return
+        }
+        var output = Output(handler: self)
+        if let error = machine.sendFrame(frame, allocator: context.channel.allocator, into: &output) {
+            completion?(error)
+            return
+        }
+        output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
+    }
+
+    private static func promise(for completion: (@Sendable ((any Error)?) -> Void)?, on eventLoop: any EventLoop) -> EventLoopPromise<Void>? {
+        completion.map { completion in
+            let promise = eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { result in
+                if case .failure(let error) = result { completion(error) } else { completion(nil) }
+            }
+            return promise
+        }
+    }
+
+    /// The frames one call of the state machine writes, passed on in order; the last one is held
+    /// back until ``finish(promise:)`` so that a completion goes with the message's last frame.
+    struct Output: WebSocketFrameSink {
+        let handler: WebSocketConnectionHandler
+        private var last: Frame?
+
+        private enum Frame {
+            case frame(WebSocketFrameHeader, ByteBuffer)
+            case serialized(ByteBuffer)
+        }
+
+        init(handler: WebSocketConnectionHandler) {
+            self.handler = handler
+        }
+
+        mutating func write(_ header: WebSocketFrameHeader, payload: ByteBuffer) {
+            passOn(promise: nil)
+            last = .frame(header, payload)
+        }
+
+        mutating func write(serialized frame: ByteBuffer) {
+            passOn(promise: nil)
+            last = .serialized(frame)
+        }
+
+        /// Writes the held-back frame, with `promise` (completed at once when there is none).
+        mutating func finish(promise: EventLoopPromise<Void>?) {
+            if last == nil {
+                promise?.succeed(())
+                return
+            }
+            passOn(promise: promise)
+        }
+
+        private mutating func passOn(promise: EventLoopPromise<Void>?) {
+            switch last {
+            case .frame(let header, let payload): handler.writeFrame(header, payload: payload, promise: promise)
+            case .serialized(let bytes): handler.write(bytes, promise: promise)
+            case nil: break
+            }
+            last = nil
+        }
+    }
+
+    /// Payloads up to this size are copied behind their header into one buffer; larger ones
+    /// (server side) go out as a separate buffer, without a copy.
+    private static let copyThreshold = 1024
+
+    private func writeFrame(_ header: WebSocketFrameHeader, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        guard let context else {
+            promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
+            return
+        }
+        let length = payload.readableBytes
+        let headerLength = header.encodedLength
+        let key = header.maskingKey
+        if key == nil && length > Self.copyThreshold {
+            var headerBuffer = context.channel.allocator.buffer(capacity: headerLength)
+            header.write(to: &headerBuffer)
+            writeBatch()
+            context.write(wrapOutboundOut(headerBuffer), promise: nil)
+            write(payload, promise: promise)
+            return
+        }
+        if inReadLoop && promise == nil {
+            if batch == nil {
+                batch = context.channel.allocator.buffer(capacity: max(Self.batchCapacity, headerLength + length))
+            }
+            header.write(to: &batch!)
+            batch!.writeMaskedPayload(payload.readableBytesView, key: key)
+            needsFlush = true
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: headerLength + length)
+        header.write(to: &buffer)
+        buffer.writeMaskedPayload(payload.readableBytesView, key: key)
+        write(buffer, promise: promise)
+    }
+
+    /// The initial capacity of a read loop's batch of small frames.
+    private static let batchCapacity = 1024
+
+    /// Sends the batched frames down the pipeline (before any other write, to keep the order).
+    func writeBatch() {
+        if let buffer = batch, let context {
+            batch = nil
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        }
+    }
+
+    private func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        guard let context else {
+            promise?.fail(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
+            return
+        }
+        writeBatch()
+        context.write(wrapOutboundOut(buffer), promise: promise)
+        if inReadLoop {
+            needsFlush = true
+        } else {
+            context.flush()
+        }
+    }
+
+    func flushIfNeeded() {
+        publishedBytesUnflushed = 0
+        if needsFlush, let context {
+            needsFlush = false
+            writeBatch()
+            context.flush()
+        }
+    }
+}
