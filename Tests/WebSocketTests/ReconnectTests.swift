@@ -2,6 +2,12 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 @testable import WebSocket
 
 /// A node of a cluster, for these tests: accepts every request, subscribes a connection to the
@@ -11,11 +17,12 @@ private struct Node {
     let connections: Collected<WebSocketConnection>
     var url: String { server.url }
 
-    static func start() async throws -> Node {
+    /// `refuse` answers a request itself (true) or lets the node accept it (false).
+    static func start(refuse: @escaping @Sendable (WebSocketRequest) -> Bool = { _ in false }) async throws -> Node {
         let connections = Collected<WebSocketConnection>()
         let server = try await TestServer.start(setup: { server in
             server.onRequest { request in
-                guard let connection = try? request.accept() else { return }
+                guard !refuse(request), let connection = try? request.accept() else { return }
                 connections.append(connection)
                 connection.onMessage { message in
                     guard let text = message.utf8Data, text.hasPrefix("subscribe ") else { return }
@@ -34,12 +41,34 @@ private struct Node {
     func stop() async { await server.stop() }
 }
 
-/// A URL where nothing listens (a server started and stopped: its port is refused).
-private func deadURL() async throws -> String {
-    let server = try await TestServer.start()
-    let url = server.url
-    await server.stop()
-    return url
+/// A URL where nothing listens, for as long as the value lives: a TCP socket bound to a port of
+/// 127.0.0.1 and not listening, so connections to it are refused and no other test's server can
+/// take the port meanwhile.
+private final class DeadPort: Sendable {
+    let descriptor: Int32
+    let url: String
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.descriptor = descriptor
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(descriptor, address, length) == 0 && getsockname(descriptor, address, &length) == 0
+            }
+        }
+        guard descriptor >= 0, bound else {
+            let error = errno
+            if descriptor >= 0 { close(descriptor) }
+            throw WebSocketError(.connectionFailed, "cannot reserve a port: errno \(error)")
+        }
+        url = "ws://127.0.0.1:\(UInt16(bigEndian: address.sin_port))/"
+    }
+
+    deinit { close(descriptor) }
 }
 
 /// What a reconnecting client reported, and the messages its connections received.
@@ -111,12 +140,41 @@ struct ReconnectTests {
         try await second.close(code: .normal)
     }
 
+    @Test("a node's connection is reset (RST, as a killed process's can be): 1006, and the client reconnects")
+    func failoverAfterReset() async throws {
+        let a = try await Node.start()
+        defer { Task { await a.stop() } }
+        let client = reconnectingClient(urls: [])
+        defer { client.stopReconnecting() }
+        let events = ClientEvents(client)
+        client.connect(a.url)
+        _ = try await events.connects.value(10, "the first connection")
+        try await a.waitForSubscribers(1)
+
+        let serverSide = try #require(a.connections.all.first)
+        try await resetOnClose(serverSide.socket)
+        try await serverSide.socket.close()
+
+        let attempt = try await events.reconnecting.value(10, "reconnecting after the reset")
+        #expect(attempt.url == a.url)
+        guard case .closed(1006, _) = attempt.cause else {
+            Issue.record("expected a 1006 close, got \(attempt.cause)")
+            return
+        }
+        let connection = try await events.reconnected.value(10, "reconnected")
+        try await waitUntil(10, "the new subscription") { a.server.server.subscriberCount(of: "prices") == 1 && a.connections.all.count == 2 }
+        #expect(try a.server.server.publish("after", to: "prices") == 1)
+        #expect(try await events.messages.value(10, "the message after the reset") == "after")
+        try await connection.close(code: .normal)
+    }
+
     @Test("the server shuts down (1001): the client goes to the next node; attempts that fail go round the list")
     func failoverAfterShutdown() async throws {
         let a = try await Node.start()
         let b = try await Node.start()
         defer { Task { await b.stop() } }
-        let dead = try await deadURL()
+        let deadPort = try DeadPort()
+        let dead = deadPort.url
         let client = reconnectingClient(urls: [dead, b.url])
         defer { client.stopReconnecting() }
         let events = ClientEvents(client)
@@ -199,23 +257,38 @@ struct ReconnectTests {
         #expect(events.failures.pending().isEmpty)
     }
 
-    @Test("maxAttempts failed attempts: connectFailed with .reconnectFailed and a message naming the attempts, URLs and last error")
+    @Test("maxAttempts failed attempts (refused, 503, refused): connectFailed with .reconnectFailed naming the attempts, URLs and last error")
     func maxAttemptsExhausted() async throws {
-        let a = try await Node.start()
-        let dead = try await deadURL()
+        let refusing = NIOLockedValueBox(false)
+        let a = try await Node.start { request in
+            guard refusing.withLockedValue({ $0 }) else { return false }
+            request.reject(status: 503, reason: "Draining")
+            return true
+        }
+        defer { Task { await a.stop() } }
+        let deadPort = try DeadPort()
+        let dead = deadPort.url
         let client = reconnectingClient(urls: [dead], maxAttempts: 3)
         let events = ClientEvents(client)
         client.connect(a.url)
         _ = try await events.connects.value(10, "the connection")
-        await a.stop()  // every URL is dead now
+        try await a.waitForSubscribers(1)
+        refusing.withLockedValue { $0 = true }
+        try #require(a.connections.all.first).socket.close(promise: nil)
 
-        var urls: [String] = []
+        var attempts: [WebSocketClient.ReconnectAttempt] = []
         for number in 1...3 {
             let attempt = try await events.reconnecting.value(10, "reconnecting \(number)")
             #expect(attempt.number == number)
-            urls.append(attempt.url)
+            attempts.append(attempt)
         }
-        #expect(urls == [dead, a.url, dead])
+        #expect(attempts.map(\.url) == [dead, a.url, dead])
+        #expect(attempts.map(\.delay) == [10, 20, 40].map { Duration.milliseconds($0) })
+        guard case .failed(let refusal) = attempts[2].cause else {
+            Issue.record("expected a failed attempt, got \(attempts[2].cause)")
+            return
+        }
+        #expect(refusal.code == .unexpectedStatus && refusal.response?.statusCode == 503)
         let error = try await events.failures.value(10, "the final error")
         #expect(error.code == .reconnectFailed)
         #expect(error.message.contains("Gave up reconnecting after 3 failed attempts (maxAttempts is 3)"), "\(error.message)")
@@ -259,7 +332,8 @@ struct ReconnectTests {
     @Test("connections(to:) throws the first connect's error; cancelling the task (or leaving the loop) closes the connection (1001)")
     func asyncSequenceErrorsAndCancel() async throws {
         let client = reconnectingClient(urls: [])
-        let dead = try await deadURL()
+        let deadPort = try DeadPort()
+        let dead = deadPort.url
         let error = try await withTimeout(10) { () -> WebSocketError? in
             do {
                 for try await _ in client.connections(to: dead) {}
