@@ -299,6 +299,19 @@ struct ReconnectTests {
         #expect(client.reconnections.withLockedValue { $0.isEmpty })
     }
 
+    @Test("an unusable policy fails the connect (and the async sequence) with .invalidArgument naming the option")
+    func invalidPolicy() async throws {
+        var configuration = WebSocketClient.Configuration()
+        configuration.reconnect = WebSocketClient.ReconnectPolicy(jitter: 2)
+        let client = WebSocketClient(configuration: configuration)
+        let error = try await connectError(client, url: "ws://127.0.0.1:1/")
+        #expect(error.code == .invalidArgument && error.message.contains("jitter"), "\(error)")
+        await #expect(throws: WebSocketError(.invalidArgument, "Configuration.reconnect: jitter must be between 0 and 1 (it is 2.0)")) {
+            for try await _ in client.connections(to: "ws://127.0.0.1:1/") {}
+        }
+        #expect(client.reconnections.withLockedValue { $0.isEmpty })
+    }
+
     @Test("connections(to:): a for-await loop gets the first connection, then the one after the failover; the app's close ends it")
     func asyncSequence() async throws {
         let a = try await Node.start()

@@ -98,20 +98,19 @@ extension WebSocketClient {
         public func makeAsyncIterator() -> AsyncIterator {
             let inbox = Inbox()
             let policy = client.configuration.reconnect ?? ReconnectPolicy()
-            let eventLoop = client.eventLoopGroup.next()
+            do {
+                try policy.validate()
+            } catch {
+                inbox.finish(error)
+                return AsyncIterator(inbox: inbox)
+            }
             let reconnection = client.reconnection(
                 policy: policy, url: url, protocols: protocols, origin: origin, headers: headers,
-                requestOptions: requestOptions, eventLoop: eventLoop, initialPhase: .connecting,
+                requestOptions: requestOptions, eventLoop: client.eventLoopGroup.next(), initialPhase: .connecting,
                 // Weakly: an iterator dropped (the loop left) ends the reconnection.
                 sink: WebSocketReconnection.Sink(yield: { [weak inbox] in inbox?.yield($0) }, finish: { [weak inbox] in inbox?.finish($0) }))
             inbox.reconnection.withLockedValue { $0 = reconnection }
-            do {
-                try policy.validate()
-                reconnection.begin()
-            } catch {
-                reconnection.stop()
-                inbox.finish(error)
-            }
+            reconnection.begin()
             return AsyncIterator(inbox: inbox)
         }
 

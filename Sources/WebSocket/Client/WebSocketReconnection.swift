@@ -122,12 +122,13 @@ final class WebSocketReconnection: Sendable {
             client.logger.debug(
                 "WebSocket reconnecting",
                 metadata: ["attempt": "\(next.number)", "delay": "\(next.delay)", "url": "\(next.url)", "cause": "\(next.cause)"])
-            let stopped = state.withLockedValue { state -> Bool in
-                guard state.machine.phase == .waiting else { return true }
+            // The event first, so that it comes before the attempt whatever thread this is;
+            // the timer only if nobody stopped the reconnection meanwhile (in a handler too).
+            client.reconnectingHandlers.emit(next)
+            state.withLockedValue { state in
+                guard state.machine.phase == .waiting else { return }
                 state.timer = eventLoop.scheduleTask(in: TimeAmount(scheduling: next.delay)) { [self] in timerFired() }
-                return false
             }
-            if !stopped { client.reconnectingHandlers.emit(next) }
         case .stop:
             end(reporting: nil)
         case .giveUp(let error):
