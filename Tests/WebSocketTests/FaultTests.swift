@@ -115,7 +115,7 @@ private struct FaultServer {
 
 /// Sets SO_LINGER to {on, 0 s}, so that closing the socket sends a TCP reset (RST) instead of a
 /// FIN: the peer sees "connection reset by peer".
-private func resetOnClose(_ channel: Channel) async throws {
+func resetOnClose(_ channel: Channel) async throws {
     guard let provider = channel as? SocketOptionProvider else {
         throw WebSocketError(.invalidArgument, "the channel has no socket options")
     }

@@ -7,12 +7,15 @@ import NIOSSL
 // a proxy and with TLS, or a stream of an HTTP/2 connection) and the opening handshake.
 extension WebSocketClient {
     /// Starts an attempt; the returned promise completes with the connection, a
-    /// ``HandshakeFailure`` or a ``WebSocketError``. The events are emitted when it completes.
+    /// ``HandshakeFailure`` or a ``WebSocketError``. The events are emitted when it completes,
+    /// unless `quiet` (a reconnection's attempt: the ``WebSocketReconnection`` reports it), and
+    /// with ``Configuration/reconnect`` set, a connection made by URL is followed by a
+    /// reconnection. The attempt runs on `eventLoop`, or on the group's next loop.
     func start(
         url: String, protocols: [String], origin: String?, headers: [String: String], requestOptions: RequestOptions?,
-        over http2Connection: WebSocketHTTP2Connection? = nil
+        over http2Connection: WebSocketHTTP2Connection? = nil, on eventLoop: (any EventLoop)? = nil, quiet: Bool = false
     ) -> EventLoopPromise<WebSocketConnection> {
-        let eventLoop = eventLoopGroup.next()
+        let eventLoop = eventLoop ?? eventLoopGroup.next()
         let promise = eventLoop.makePromise(of: WebSocketConnection.self)
         let id = attempts.withLockedValue { state -> UInt64 in
             state.next += 1
@@ -21,20 +24,17 @@ extension WebSocketClient {
         }
         promise.futureResult.whenComplete { result in
             self.attempts.withLockedValue { _ = $0.live.removeValue(forKey: id) }
+            guard !quiet else { return }
             switch result {
             case .success(let connection):
                 self.connectHandlers.emit(connection)
-            case .failure(let failure as HandshakeFailure):
-                self.logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(failure.error)"])
-                if let response = failure.response, !self.httpResponseHandlers.isEmpty {
-                    self.httpResponseHandlers.emit((response, self))
-                } else {
-                    self.connectFailedHandlers.emit(failure.error)
+                if let policy = self.configuration.reconnect, http2Connection == nil {
+                    self.reconnection(policy: policy, url: url, protocols: protocols, origin: origin, headers: headers,
+                        requestOptions: requestOptions, eventLoop: connection.socket.eventLoop
+                    ).follow(connection)
                 }
-            case .failure(let error):
-                self.logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(error)"])
-                self.connectFailedHandlers.emit(
-                    error as? WebSocketError ?? WebSocketError(.connectionFailed, "Could not connect to \(url): \(error)"))
+            case .failure(let failure):
+                self.emitConnectFailure(failure, url: url)
             }
         }
         do {
@@ -52,6 +52,7 @@ extension WebSocketClient {
         over http2Connection: WebSocketHTTP2Connection?, promise: EventLoopPromise<WebSocketConnection>
     ) throws {
         let target = try WebSocketURL(url)
+        if http2Connection == nil { try configuration.reconnect?.validate() }
         guard configuration.webSocketVersion == 13 || configuration.webSocketVersion == 8 else {
             throw WebSocketError(.invalidArgument, "webSocketVersion must be 13 or 8, not \(configuration.webSocketVersion)")
         }
@@ -113,6 +114,23 @@ extension WebSocketClient {
         connectHTTP1(
             target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy, proxyName: proxyName,
             promise: promise)
+    }
+
+    /// The ``WebSocketError`` an attempt failed with.
+    static func webSocketError(_ failure: any Error, url: String) -> WebSocketError {
+        if let failure = failure as? HandshakeFailure { return failure.error }
+        return failure as? WebSocketError ?? WebSocketError(.connectionFailed, "Could not connect to \(url): \(failure)")
+    }
+
+    /// Emits `connectFailed`, or `httpResponse` for a refusal while such handlers are registered.
+    func emitConnectFailure(_ failure: any Error, url: String) {
+        let error = Self.webSocketError(failure, url: url)
+        logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(error)"])
+        if let response = (failure as? HandshakeFailure)?.response, !httpResponseHandlers.isEmpty {
+            httpResponseHandlers.emit((response, self))
+        } else {
+            connectFailedHandlers.emit(error)
+        }
     }
 
     /// Opens a stream on `connection` for the opening handshake of `request`.

@@ -22,6 +22,11 @@ import NIOSSL
 ///
 /// One client may run several connection attempts, one after another or at once;
 /// ``abort()`` abandons all that have not finished.
+///
+/// With ``Configuration/reconnect`` set, the client reconnects by itself when a connection
+/// ends (a node of a cluster died, the server restarted), to the next of a list of URLs, with
+/// backoff: ``onReconnecting(_:)`` announces each attempt, `connect` handlers run again with
+/// each new connection, then ``onReconnected(_:)``; ``stopReconnecting()`` ends it.
 public final class WebSocketClient: Sendable {
     /// The client's options.
     public let configuration: Configuration
@@ -33,6 +38,10 @@ public final class WebSocketClient: Sendable {
     let connectHandlers = WebSocketEventHandlers<WebSocketConnection>()
     let connectFailedHandlers = WebSocketEventHandlers<WebSocketError>()
     let httpResponseHandlers = WebSocketEventHandlers<(HTTPResponse, WebSocketClient)>()
+    let reconnectingHandlers = WebSocketEventHandlers<ReconnectAttempt>()
+    let reconnectedHandlers = WebSocketEventHandlers<WebSocketConnection>()
+    /// The reconnecting connections (``Configuration/reconnect``), until each ends.
+    let reconnections = NIOLockedValueBox<[UInt64: WebSocketReconnection]>([:])
     let attempts = NIOLockedValueBox<(next: UInt64, live: [UInt64: EventLoopPromise<WebSocketConnection>])>((0, [:]))
     let cachedTLSContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     let cachedHTTP2TLSContext = NIOLockedValueBox<NIOSSLContext?>(nil)
@@ -89,6 +98,8 @@ public final class WebSocketClient: Sendable {
     /// Registers a handler for `connect`: the handshake succeeded. It runs on the connection's
     /// event loop right after the handshake, before the socket is read again; messages that
     /// came with the handshake wait for the first `message` listener, so none is missed.
+    /// With ``Configuration/reconnect``, it runs again for every connection a reconnection
+    /// opens: the place to register the connection's handlers and to subscribe.
     @discardableResult
     public func onConnect(_ handler: @escaping @Sendable (WebSocketConnection) -> Void) -> WebSocketHandlerToken {
         connectHandlers.add(handler)
@@ -195,11 +206,17 @@ public final class WebSocketClient: Sendable {
     }
 
     /// Abandons every connection attempt of this client that has not finished; each fails
-    /// with `.aborted`. Connections already open are not affected.
+    /// with `.aborted`. That includes reconnections (``Configuration/reconnect``) waiting for
+    /// their next attempt: each ends with `connectFailed` (`.aborted`). Connections already
+    /// open are not affected, nor is their reconnection when they close (see
+    /// ``stopReconnecting()``).
     public func abort() {
         let live = attempts.withLockedValue { Array($0.live.values) }
         for promise in live {
             promise.fail(WebSocketError(.aborted, "The connection attempt was aborted"))
+        }
+        for reconnection in reconnections.withLockedValue({ Array($0.values) }) {
+            reconnection.abortPending()
         }
     }
 }

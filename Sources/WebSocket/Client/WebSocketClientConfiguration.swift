@@ -72,6 +72,15 @@ extension WebSocketClient {
         /// has a client of its own, gets a connection of its own. Default false.
         public var http2 = false
 
+        /// Reconnecting by itself when a connection ends (not in WebSocket-Node): `nil`
+        /// (default) never does; a ``WebSocketClient/ReconnectPolicy`` gives the other URLs to
+        /// try, the backoff (exponential, with jitter and a cap), the attempts allowed and the
+        /// close codes and errors that reconnect. It applies to connections made by URL (not
+        /// to `connect(url:over:)` on a given HTTP/2 connection); the first `connect` is one
+        /// attempt, as without it. ``W3CWebSocket`` ignores it (a closed browser WebSocket
+        /// stays closed).
+        public var reconnect: ReconnectPolicy? = nil
+
         /// The client pings (when `keepalive` is on); TCP keepalive is a server option.
         var useNativeKeepalive: Bool { false }
 

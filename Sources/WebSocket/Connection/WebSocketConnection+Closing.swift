@@ -25,7 +25,7 @@ extension WebSocketConnection {
             throw WebSocketError(.controlFrameTooLarge, "Close description is \(text.utf8.count) bytes; at most 123 fit in a close frame")
         }
         // Like the original, the connection counts as closing from this call on.
-        markClosing(code: reasonCode, description: text)
+        markClosing(code: reasonCode, description: text, byApplication: true)
         onLoop { $0.close(code: reasonCode, description: text) }
     }
 
@@ -37,7 +37,7 @@ extension WebSocketConnection {
     /// event); on one that is closing it closes the socket without waiting further.
     public func drop(reasonCode: Int = WebSocketCloseReason.protocolError, description: String? = nil, skipCloseFrame: Bool = false) {
         let text = description ?? WebSocketCloseReason.description(for: reasonCode)
-        markClosing(code: reasonCode, description: text)
+        markClosing(code: reasonCode, description: text, byApplication: true)
         onLoop { $0.drop(code: reasonCode, description: text, skipCloseFrame: skipCloseFrame) }
     }
 
@@ -89,8 +89,9 @@ extension WebSocketConnection {
     }
 
     /// Records that a close started (first caller wins); returns false if one had already.
+    /// `byApplication`: the application's `close()` or `drop()`.
     @discardableResult
-    func markClosing(code: Int, description: String) -> Bool {
+    func markClosing(code: Int, description: String, byApplication: Bool = false) -> Bool {
         let first = state.withLockedValue { state in
             guard state.closeReasonCode == -1 else {
                 state.connected = false
@@ -99,6 +100,7 @@ extension WebSocketConnection {
             state.connected = false
             state.closeReasonCode = code
             state.closeDescription = description
+            state.closedByApplication = byApplication
             return true
         }
         // A closing connection leaves its topics (after `connected` turned false, so that no

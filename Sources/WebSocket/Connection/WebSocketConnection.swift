@@ -89,6 +89,9 @@ public final class WebSocketConnection: Sendable {
         var pending: [WebSocketReceiver.Event] = []
         var pendingBytes = 0
         var closed = false
+        /// Whether the close was the application's (`close()`, `drop()`), not the peer's, the
+        /// socket's or the library's: a reconnecting client does not reconnect after it.
+        var closedByApplication = false
         /// The socket error the connection failed with, if any: the messages sequence throws it.
         var failure: (any Error)?
         /// The server that counts this connection, told first when it closes (a plain reference
@@ -174,6 +177,9 @@ public final class WebSocketConnection: Sendable {
 
     /// A description of why the connection closed; `nil` while open.
     public var closeDescription: String? { state.withLockedValue { $0.closeDescription } }
+
+    /// Whether the application closed the connection (`close()` or `drop()` called first).
+    var closedByApplication: Bool { state.withLockedValue { $0.closedByApplication } }
 
     // MARK: Events
 

@@ -51,6 +51,10 @@ public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertibl
         /// The cluster's broker cannot take a publication (its store is unreachable and its
         /// queue is full, or it is not running); nothing was published.
         public static let brokerUnavailable = Code(raw: "brokerUnavailable")
+        /// Client: reconnecting by itself (``WebSocketClient/Configuration/reconnect``) ended
+        /// without a connection: `maxAttempts` attempts failed in a row, or one failed with an
+        /// error that does not reconnect. The message names the URLs and the last error.
+        public static let reconnectFailed = Code(raw: "reconnectFailed")
         public var description: String { raw }
     }
 

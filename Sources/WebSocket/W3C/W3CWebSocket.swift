@@ -158,7 +158,8 @@ public final class W3CWebSocket: Sendable {
     ///   - origin: the `Origin` header to send, if any.
     ///   - headers: extra request headers.
     ///   - requestOptions: a proxy and per-connection TLS settings.
-    ///   - clientConfig: the underlying ``WebSocketClient``'s configuration.
+    ///   - clientConfig: the underlying ``WebSocketClient``'s configuration; its `reconnect` is
+    ///     ignored (a closed browser WebSocket stays closed).
     /// - Throws: a ``WebSocketError`` (`.invalidURL`, `.invalidArgument`) for a URL or
     ///   subprotocol list that cannot be used, as the browser's constructor throws a SyntaxError.
     public init(
@@ -170,6 +171,8 @@ public final class W3CWebSocket: Sendable {
         try WebSocketClient.validate(protocols: protocols)
         self.url = url
         self.origin = (target.isSecure ? "https://" : "http://") + target.hostHeader
+        var clientConfig = clientConfig
+        clientConfig.reconnect = nil  // a closed W3C WebSocket stays closed
         self.client = WebSocketClient(configuration: clientConfig)
         let tokens = [
             client.onConnect { [self] connection in opened(connection) },
