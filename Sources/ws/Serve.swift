@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import WebSocket
+import WebSocketPostgres
 
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,8 @@ import Darwin
 /// chat room mounted through ``WebSocketRouter`` and built on topics; `/broadcast` publishes every
 /// message it receives to every connection on `/broadcast`, the sender included; every other
 /// path echoes text and binary messages unchanged, accepting any origin and the first
-/// subprotocol offered.
+/// subprotocol offered. With `--cluster`, /chat and /broadcast span every server of the cluster
+/// (topics over PostgreSQL, ``WebSocketPostgresBroker``).
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the demo server: a chat room on /chat with its page on /, a broadcast on /broadcast, an echo server on every other path.")
@@ -45,6 +47,14 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Offer HTTP/2 on the TLS listener (ALPN h2): browsers then open the page and every WebSocket on one connection (RFC 8441). Needs --tls-cert.")
     var http2 = false
 
+    @Option(help: ArgumentHelp(
+        "Join a cluster over PostgreSQL: /chat and /broadcast span every server started with the same URL.",
+        valueName: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"))
+    var cluster: String?
+
+    @Option(help: "This server's name in the cluster (default: host, process id and a random suffix; unique per running server).")
+    var node: String?
+
     @Option(help: "The least severe log level shown: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -63,6 +73,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--max-frame-size and --max-message-size must be from 1 byte to 1 GiB")
         }
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        if let cluster {
+            do { _ = try WebSocketPostgresBroker.Configuration(url: cluster) } catch { throw ValidationError("--cluster: \(error.message)") }
+        }
+        guard node == nil || cluster != nil else { throw ValidationError("--node goes with --cluster") }
         guard !http2 || tlsCert != nil else {
             throw ValidationError("--http2 needs --tls-cert and --tls-key: browsers speak HTTP/2 only over TLS")
         }
@@ -79,6 +93,11 @@ struct Serve: AsyncParsableCommand {
         configuration.maxReceivedMessageSize = maxMessageSize
         if deflate { configuration.perMessageDeflate = PerMessageDeflate.Options() }
         configuration.http2 = http2
+        if let cluster {
+            var brokerConfiguration = try WebSocketPostgresBroker.Configuration(url: cluster)
+            if let node { brokerConfiguration.node = node }
+            configuration.broker = WebSocketPostgresBroker(configuration: brokerConfiguration, logger: logger)
+        }
         let server = WebSocketServer(configuration: configuration, logger: logger)
         try Self.installDemo(on: server, logger: logger)
 
@@ -86,10 +105,19 @@ struct Serve: AsyncParsableCommand {
         if let tlsCert, let tlsKey {
             tls = try WebSocketServer.tlsConfiguration(certificateChainFile: tlsCert, privateKeyFile: tlsKey)
         }
-        let address = try await server.listen(host: host, port: port, tlsConfiguration: tls)
+        let address: SocketAddress
+        do {
+            address = try await server.listen(host: host, port: port, tlsConfiguration: tls)
+        } catch let error as WebSocketError {
+            printLine("ws serve: \(error.message)")
+            throw ExitCode(1)
+        }
         let shownHost = host.contains(":") ? "[\(host)]" : host
         let scheme = tls == nil ? "ws" : "wss"
         printLine("ws serve: listening on \(scheme)://\(shownHost):\(address.port ?? port)/ (chat page: \(tls == nil ? "http" : "https")://\(shownHost):\(address.port ?? port)/)")
+        if let broker = configuration.broker as? WebSocketPostgresBroker {
+            printLine("ws serve: cluster node \(broker.configuration.node) over \(broker.configuration.postgres.host ?? "PostgreSQL"):\(broker.configuration.postgres.port ?? 5432)")
+        }
 
         let signal = await Self.waitForTerminationSignal()
         printLine("ws serve: received \(signal), shutting down")
