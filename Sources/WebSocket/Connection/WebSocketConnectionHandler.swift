@@ -15,6 +15,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     /// Set by the connection right after creation; cleared when the socket closes.
     var connection: WebSocketConnection?
+    /// Counts for swift-metrics (Metrics/); nil without a metrics backend.
+    var metrics: WebSocketConnectionMetrics?
     private var machine: WebSocketConnectionStateMachine
     private var context: ChannelHandlerContext?
 
@@ -108,6 +110,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         graceTimer?.cancel()
         held.removeAll()
         batch = nil
+        metrics?.flush()
         let connection = self.connection
         self.connection = nil
         connection?.didClose(handshakeCompleted: machine.handshakeCompleted)
@@ -141,6 +144,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             connection?.writabilityRestored()
+        } else {
+            metrics?.server.pausesOut.increment()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -168,9 +173,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         guard let connection else { return }
         switch inbound {
         case .deliver(let event):
+            metrics?.received(event)
             switch connection.deliver(event) {
             case .delivered: break
-            case .backpressure: streamBackpressure = true
+            case .backpressure:
+                streamBackpressure = true
+                metrics?.server.pausesIn.increment()
             case .awaitingConsumer: awaitingConsumer = true
             }
         case .ignore:
@@ -186,6 +194,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             output.finish(promise: nil)
             perform(effects)
         case .failed(let error, let effects):
+            metrics?.server.protocolFailure(code: error.closeCode)
             connection.logger.debug("WebSocket protocol error", metadata: ["code": "\(error.closeCode)", "reason": "\(error.reason)"])
             output.finish(promise: nil)
             perform(effects)
@@ -275,6 +284,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             completion?(error)
             return error
         }
+        metrics?.sent(opcode: opcode, bytes: payload.readableBytes, flushNow: !inReadLoop)
         output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
         return nil
     }
@@ -407,6 +417,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     private func flushIfNeeded() {
+        metrics?.flush()
         publishedBytesUnflushed = 0
         if needsFlush, let context {
             needsFlush = false

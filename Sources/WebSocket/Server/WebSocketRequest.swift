@@ -40,6 +40,8 @@ public final class WebSocketRequest: Sendable {
     public var isHTTP2: Bool { httpRequest.version.major == 2 }
 
     let server: WebSocketServer
+    /// When the request arrived (the handshake duration metric).
+    let receivedAt = NIODeadline.now()
     private let handshake: NIOLoopBound<any WebSocketHandshakeResponder>
     private let decided = NIOLockedValueBox(false)
     let acceptedHandlers = WebSocketEventHandlers<WebSocketConnection>()
@@ -115,10 +117,17 @@ public final class WebSocketRequest: Sendable {
 
         var options = server.configuration.connectionOptions
         options.isHTTP2Stream = isHTTP2
+        let metrics = server.metrics.map(WebSocketConnectionMetrics.init(server:))
+        for codec in codecs { (codec as? PerMessageDeflateCodec)?.metrics = metrics }
         let connection = WebSocketConnection(
             channel: socket, role: .server, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
             logger: server.logger, topicRegistry: server.topicRegistry, codecs: codecs)
+        if let metrics {
+            // Before the handler is in a pipeline: from then on only its event loop uses it.
+            connection.channelHandler.metrics = metrics
+            metrics.server.handshakeAccepted(since: receivedAt)
+        }
         let answer = headers
         let execute: @Sendable () -> Void = {
             self.handshake.value.switchToWebSocket(connection: connection, headers: answer)
@@ -165,6 +174,7 @@ public final class WebSocketRequest: Sendable {
     /// `X-WebSocket-Reject-Reason` and `extraHeaders`, then closes the socket.
     public func reject(status: Int = 403, reason: String? = nil, extraHeaders: [String: String] = [:]) {
         guard (try? markDecided()) != nil else { return }
+        server.metrics?.handshakeRefused(status: status, since: receivedAt)
         let execute: @Sendable () -> Void = {
             self.handshake.value.reject(status: status, reason: reason, extraHeaders: extraHeaders)
             self.rejectedHandlers.emit(())

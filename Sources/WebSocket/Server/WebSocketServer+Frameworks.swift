@@ -74,9 +74,11 @@ extension WebSocketServer {
                 .refusal(status: .upgradeRequired, headers: ["Upgrade": "websocket", "Sec-WebSocket-Version": "13"], body: "Upgrade Required"))
         case .refuse(let refusal):
             upgradeErrorHandlers.emit(refusal.error)
+            metrics?.handshakeRefused(status: Int(refusal.status.code))
             return channel.eventLoop.makeSucceededFuture(.refusal(status: refusal.status, headers: refusal.headers, body: refusal.body))
         case .upgrade(let upgrade):
             if refusesNewConnection() {
+                metrics?.handshakeRefused(status: 503)
                 return channel.eventLoop.makeSucceededFuture(.refusal(status: .serviceUnavailable, headers: [:], body: "Too many connections"))
             }
             let responder = FrameworkHandshakeResponder(channel: channel, key: upgrade.key)

@@ -176,10 +176,12 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             return
         case .refuse(let refusal):
             server.upgradeErrorHandlers.emit(refusal.error)
+            server.metrics?.handshakeRefused(status: Int(refusal.status.code))
             respond(status: refusal.status, headers: refusal.headers, body: refusal.body)
             return
         }
         if server.refusesNewConnection() {
+            server.metrics?.handshakeRefused(status: 503)
             respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
             return
         }
