@@ -72,6 +72,34 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Sources/EchoHummingbird"),
+        // W7, broadcast fan-out (the servers answer on /broadcast).
+        .executableTarget(
+            name: "broadcast-ours",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "WebSocket", package: "swift-websocket-node"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/BroadcastOurs"),
+        .executableTarget(
+            name: "broadcast-ours-loop",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "WebSocket", package: "swift-websocket-node"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Sources/BroadcastOursLoop"),
+        .executableTarget(
+            name: "broadcast-hummingbird",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Sources/BroadcastHummingbird"),
         .executableTarget(
             name: "micro",
             dependencies: [.product(name: "WebSocket", package: "swift-websocket-node"), .product(name: "NIOCore", package: "swift-nio")],

@@ -3,7 +3,11 @@
 of ours to the best peer (for W5, the smallest memory), with the targets of issue 8. When the
 run has the `floor` server (run.sh --floor: the least work NIO can do for the load generator,
 not a peer), its column and the ratio of ours to it are printed too; so is the column of Python
-`websockets` (run.sh --python), a reference that is not a peer either."""
+`websockets` (run.sh --python), a reference that is not a peer either.
+
+W7 (broadcast fan-out) has a table of its own: deliveries/s, round latency and CPU for each of
+its servers at each N, and the ratios of issue 18's targets: ours (topics) against uWebSockets'
+pub/sub, Python websockets' broadcast() and the hand-written loop on this library."""
 import statistics
 import sys
 from collections import defaultdict
@@ -50,7 +54,7 @@ for (w, s, _rep), values in rows.items():
     errors[(w, s)] += int(values.get("errors", 0))
     # A repetition in which no message or handshake got through (even after run.sh's retry)
     # measured nothing: it is flagged, not counted in the median.
-    if values.get("msgs") == 0 or values.get("handshakes") == 0:
+    if values.get("msgs") == 0 or values.get("handshakes") == 0 or values.get("deliveries") == 0:
         continue
     for key, v in values.items():
         if key != "errors":
@@ -58,7 +62,7 @@ for (w, s, _rep), values in rows.items():
 
 
 # Not peers: `floor` (run.sh --floor) and Python `websockets` (run.sh --python), when the run has them.
-SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python", "ours-async") if any(s == r for (_w, s, _k) in data)]
+SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python", "ours-async") if any(s == r and not w.startswith("W7") for (w, s, _k) in data)]
 
 
 def median(w, s, key):
@@ -72,9 +76,11 @@ def fmt(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
 
 
+echo_rows = any(not w.startswith("W7") for (w, _s, _k) in data)
 header = f"{'workload':44} " + " ".join(f"{s:>13}" for s in SERVERS) + f" {'best peer':>13} {'ours/best':>9} {'target':>7}  met" + (f" {'ours/floor':>10}" if "floor" in SERVERS else "")
-print(header)
-print("-" * len(header))
+if echo_rows:
+    print(header)
+    print("-" * len(header))
 for w, key, higher, target, label in ROWS:
     values = {s: median(w, s, key) for s in SERVERS}
     if all(v is None for v in values.values()):
@@ -121,6 +127,50 @@ if any(s == "ours-async" for (_w, s, _k) in data):
         m2 = ("yes" if r2 >= to_hb else "NO") if (r2 is not None and to_hb) else ""
         label = next((lab for (ww, kk, _hi, _t, lab) in ROWS if ww == w and kk == key), w)
         print(f"{label:44} {fmt(a):>13} {fmt(r1) if r1 else '-':>9} {'>=' + str(to_ours):>7}  {m1:3} {fmt(r2) if r2 else '-':>13} {('>=' + str(to_hb)) if to_hb else '':>7}  {m2:3}")
+
+# W7: broadcast fan-out, one table per run with every N it has.
+W7_SERVERS = ["ours", "ours-loop", "hummingbird", "python", "uws"]
+W7_ROWS = [
+    ("deliveries_per_s", "deliveries/s"),
+    ("p50_us", "round latency p50 (us)"),
+    ("p99_us", "round latency p99 (us)"),
+    ("rounds", "rounds measured"),
+    ("server_cpu_pct", "server CPU (% of its core)"),
+    ("loadgen_cpu_pct", "load generator CPU (%)"),
+    ("server_us_per_op", "server CPU us per delivery"),
+]
+# ours / reference, target, label: issue 18's targets, as ratios of deliveries/s.
+W7_TARGETS = [("uws", 0.8, "ours/uws"), ("python", 3.0, "ours/python"), ("ours-loop", 3.0, "ours/ours-loop"),
+              ("hummingbird", None, "ours/hummingbird")]
+w7_sizes = sorted({int(w.split("-")[1]) for (w, _s, _k) in data if w.startswith("W7-")})
+if w7_sizes:
+    if echo_rows:
+        print()
+    head = f"{'W7 broadcast, 64 B binary':44} " + " ".join(f"{s:>13}" for s in W7_SERVERS)
+    print(head)
+    print("-" * len(head))
+    for n in w7_sizes:
+        w = f"W7-{n}"
+        for key, label in W7_ROWS:
+            cells = []
+            for s in W7_SERVERS:
+                cell = fmt(median(w, s, key))
+                if errors.get((w, s)):
+                    cell += "!"
+                cells.append(f"{cell:>13}")
+            print(f"{'N=' + format(n, ',') + ' ' + label:44} " + " ".join(cells))
+    print()
+    print(f"{'W7 targets (deliveries/s, medians)':44} " + " ".join(f"{'N=' + format(n, ','):>13}" for n in w7_sizes) + f" {'target':>7}  met")
+    for ref, target, label in W7_TARGETS:
+        ratios = []
+        for n in w7_sizes:
+            ours, other = median(f"W7-{n}", "ours", "deliveries_per_s"), median(f"W7-{n}", ref, "deliveries_per_s")
+            ratios.append(ours / other if ours is not None and other else None)
+        met = ""
+        if target is not None and all(r is not None for r in ratios):
+            met = "yes" if all(r >= target for r in ratios) else "NO"
+        cells = " ".join(f"{fmt(r) if r is not None else '-':>13}" for r in ratios)
+        print(f"{label:44} {cells} {('>=' + str(target)) if target else '':>7}  {met}".rstrip())
 
 mc1, mc2 = median("MC", "ours-1", "msgs_per_s"), median("MC", "ours-2", "msgs_per_s")
 if mc1 or mc2:

@@ -20,7 +20,14 @@
 # connection.write(message) }`); the table then compares it with the callback echo and with
 # hummingbird-websocket's async echo.
 #
-# Workloads: W1 W2 W3 W4 W5 W6a W6b MC (W2 on both cores) and MICRO.
+# W7 (broadcast fan-out, --only W7) runs N = 100 and N = 1,000 connections on /broadcast against
+# broadcast-ours (topics), broadcast-ours-loop (a hand-written loop, no topics),
+# broadcast-hummingbird (a hand-written loop), Python websockets' broadcast()
+# (python/broadcast_websockets.py) and uWebSockets' pub/sub (uws/broadcast_uws.cpp, built by
+# uws/build.sh in /tmp from the local snapshots; left out with a note when they are absent).
+# --w7-conns "100 1000" sets the sizes.
+#
+# Workloads: W1 W2 W3 W4 W5 W6a W6b MC (W2 on both cores), W7 and MICRO.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,6 +43,7 @@ ASYNC=0
 SERVER_CPU=0
 LOAD_CPU=1
 IDLE_CONNS=10000
+W7_CONNS="100 1000"
 while [ $# -gt 0 ]; do
     case "$1" in
     --reps) REPS=$2; shift 2 ;;
@@ -43,12 +51,13 @@ while [ $# -gt 0 ]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --idle-conns) IDLE_CONNS=$2; shift 2 ;;
+    --w7-conns) W7_CONNS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --no-micro) MICRO=0; shift ;;
     --floor) FLOOR=1; shift ;;
     --python) PYTHON_REF=1; shift ;;
     --async) ASYNC=1; shift ;;
-    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--no-build] [--no-micro] [--floor] [--python] [--async]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--w7-conns \"100 1000\"] [--no-build] [--no-micro] [--floor] [--python] [--async]" >&2; exit 2 ;;
     esac
 done
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
@@ -74,7 +83,18 @@ BIN=$(swift build -c release --show-bin-path)
 mkdir -p .build
 gcc -O2 -Wall -o .build/loadgen loadgen/loadgen.c -lz
 LOADGEN=$PWD/.build/loadgen
-if [ "$PYTHON_REF" = 1 ]; then
+# W7's servers: ours with topics and with a hand-written loop, hummingbird's loop, Python's
+# broadcast() and uWebSockets' pub/sub (built from the local snapshots, when there are some).
+W7_SERVERS=(ours ours-loop hummingbird python)
+if wanted W7; then
+    if [ "$BUILD" = 1 ] || [ ! -x .build/broadcast-uws ]; then
+        uws_status=0
+        uws/build.sh "$PWD/.build/broadcast-uws" > .build/uws-build.log 2>&1 || uws_status=$?
+        [ "$uws_status" = 0 ] || { echo "note: W7 without uWebSockets: $(tail -1 .build/uws-build.log)" >&2; rm -f .build/broadcast-uws; }
+    fi
+    [ -x .build/broadcast-uws ] && W7_SERVERS+=(uws)
+fi
+if [ "$PYTHON_REF" = 1 ] || wanted W7; then
     PYTHON=$PWD/../.venv/bin/python
     if ! "$PYTHON" -c "import websockets" 2>/dev/null; then
         PYTHON=$PWD/.venv/bin/python
@@ -84,7 +104,7 @@ if [ "$PYTHON_REF" = 1 ]; then
     fi
 fi
 
-# 10,000 idle connections need that many descriptors in each process.
+# 10,000 idle connections (and W7's 1,000) need that many descriptors in each process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 100)) ]; then
     echo "note: ulimit -n is $(ulimit -n); W5 uses $((($(ulimit -n) - 200))) connections" >&2
@@ -104,15 +124,18 @@ fi
 # ---------------------------------------------------------------- server control
 SERVER_PID=""
 PORT=29000
+KIND=echo  # echo: the echo servers; broadcast: W7's servers of the same names
 start_server() { # name cpus [args...]
     local name=$1 cpus=$2
     shift 2
     PORT=$((PORT + 1))
     [ "$PORT" -gt 29900 ] && PORT=29001
     if [ "$name" = python ]; then
-        taskset -c "$cpus" "$PYTHON" python/echo_websockets.py "$PORT" > "$OUT/server-$name.log" 2>&1 &
+        taskset -c "$cpus" "$PYTHON" "python/${KIND}_websockets.py" "$PORT" > "$OUT/server-$name.log" 2>&1 &
+    elif [ "$name" = uws ]; then
+        taskset -c "$cpus" .build/broadcast-uws "$PORT" > "$OUT/server-$name.log" 2>&1 &
     else
-        taskset -c "$cpus" "$BIN/echo-$name" "$PORT" "$@" > "$OUT/server-$name.log" 2>&1 &
+        taskset -c "$cpus" "$BIN/$KIND-$name" "$PORT" "$@" > "$OUT/server-$name.log" 2>&1 &
     fi
     SERVER_PID=$!
     for _ in $(seq 1 200); do
@@ -146,10 +169,11 @@ record() { # workload server rep line
         printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$s" "$r" "${kv%%=*}" "${kv#*=}" >> "$RESULTS"
     done
 }
+LOAD_TIMEOUT=$((${DURATION%.*} + ${WARMUP%.*} + 60))
 load() { # cpus args...
     local cpus=$1
     shift
-    timeout $((${DURATION%.*} + ${WARMUP%.*} + 60)) taskset -c "$cpus" "$LOADGEN" --port "$PORT" --server-pid "$SERVER_PID" --warmup "$WARMUP" --duration "$DURATION" "$@" | tail -1
+    timeout "$LOAD_TIMEOUT" taskset -c "$cpus" "$LOADGEN" --port "$PORT" --server-pid "$SERVER_PID" --warmup "$WARMUP" --duration "$DURATION" "$@" | tail -1
 }
 
 run_echo() { # workload servers... -- loadgen args
@@ -158,7 +182,7 @@ run_echo() { # workload servers... -- loadgen args
     local servers=()
     while [ "$1" != "--" ]; do servers+=("$1"); shift; done
     shift
-    wanted "$w" || return 0
+    wanted "$w" || wanted "${w%%-*}" || return 0
     echo "== $w: $*"
     for rep in $(seq 1 "$REPS"); do
         for s in "${servers[@]}"; do
@@ -170,7 +194,7 @@ run_echo() { # workload servers... -- loadgen args
                 line=$(load "$LOAD_CPU" "$@" || true)
                 # A run where no connection got through (the server was not reachable yet, or a
                 # port was taken) is retried once on a fresh server and port; it is logged.
-                if [[ "$line" == *"msgs=0 "* || "$line" == *"handshakes=0 "* || -z "$line" ]]; then
+                if [[ "$line" == *"msgs=0 "* || "$line" == *"handshakes=0 "* || "$line" == *"deliveries=0 "* || -z "$line" ]]; then
                     echo "   $w rep $rep $s: no traffic on attempt $attempt (server alive: $(kill -0 "$SERVER_PID" 2>/dev/null && echo yes || echo no)): $line" | tee -a "$OUT/retries.log"
                     tail -3 "$OUT/server-$s.log" >> "$OUT/retries.log"
                     stop_server
@@ -226,6 +250,22 @@ fi
 
 run_echo W6a ours hummingbird -- --mode echo --conns 64 --inflight 16 --size 32 --deflate
 run_echo W6b ours hummingbird -- --mode echo --conns 8 --inflight 4 --size 65536 --deflate
+
+# W7: broadcast fan-out. Rounds in which each of N connections sends one 64-byte binary message
+# and the server sends each to all N; whole rounds, at least 3 measured. A slow server (Python
+# at N = 1,000) takes seconds per round: the load generator's time limit is raised to match.
+if wanted W7; then
+    KIND=broadcast
+    saved_timeout=$LOAD_TIMEOUT
+    LOAD_TIMEOUT=$((${DURATION%.*} + ${WARMUP%.*} + 900))
+    for n in $W7_CONNS; do
+        sources=1
+        [ "$n" -gt 200 ] && sources=8
+        run_echo "W7-$n" "${W7_SERVERS[@]}" -- --mode broadcast --conns "$n" --sources "$sources" --min-rounds 3 --round-timeout 300
+    done
+    LOAD_TIMEOUT=$saved_timeout
+    KIND=echo
+fi
 
 if wanted MC; then
     echo "== MC: W2 with our server on 2 event loop threads, server and load generator both on cpus 0,1"

@@ -9,11 +9,27 @@
 //   loadgen --port P --mode echo      --conns 64 --inflight 1 --size 32 --text --warmup 1 --duration 5
 //   loadgen --port P --mode handshake --conns 32 --duration 5
 //   loadgen --port P --mode idle      --conns 10000 --duration 3   (prints "ready", holds 3 s)
+//   loadgen --port P --mode broadcast --conns 100 --warmup 1 --duration 5
+//   --path P      request path of the upgrade (default "/", "/broadcast" in broadcast mode)
 //   --deflate     offer permessage-deflate and send compressed messages
 //   --sources N   spread connections over source addresses 127.0.0.1 .. 127.0.0.N
 //   --server-pid P  also report the server's CPU use over the measurement (from /proc/P/stat)
 //   --count M     echo mode: each connection sends M messages; the run ends when all echoes are
 //                 in (for instruction counts under valgrind, where time means little)
+//
+// Broadcast mode (W7, fan-out): N connections on /broadcast, where the server sends every
+// message it receives to all N (the sender included). The load generator runs rounds: in a
+// round every connection sends one binary message of 64 bytes (round, sender and a pattern
+// derived from both); the round is complete when every connection has received all N messages
+// of the round, each exactly once and byte for byte (the order across senders is free); then
+// the next round starts. It reports deliveries/s (N x N per round), rounds/s and the round
+// latency (from the round's first send to its last delivery) over whole rounds: the rounds that
+// start within the measurement window, and at least --min-rounds of them. Any message of
+// another round, a duplicate, an unknown sender, wrong bytes, a lost connection, or a round
+// not complete within --round-timeout seconds is an error.
+//   --min-rounds R     (default 3)   --round-timeout S (default 60)
+//   --settle S         wait S seconds after the last connection opened before the first round
+//                      (default 0.5: servers that register a connection in a task of their own)
 //
 // The result is one line of key=value pairs on stdout. Exit status 1 on any validation error.
 #define _GNU_SOURCE
@@ -53,8 +69,12 @@ static int opt_sources = 1;
 static int opt_open_concurrency = 128;
 static int opt_server_pid = 0;
 static long opt_count = 0;  // echo mode: each connection sends exactly this many messages, then the run ends
+static const char *opt_path = NULL;  // upgrade request path; NULL: "/" ("/broadcast" in broadcast mode)
+static int opt_min_rounds = 3;
+static double opt_round_timeout = 60.0;
+static double opt_settle = 0.5;
 
-enum { MODE_ECHO, MODE_HANDSHAKE, MODE_IDLE } mode;
+enum { MODE_ECHO, MODE_HANDSHAKE, MODE_IDLE, MODE_BROADCAST } mode;
 
 // ---------------------------------------------------------------- small utilities
 
@@ -237,6 +257,8 @@ typedef struct {
     uint8_t *dbuf; size_t dcap;
     double deadline;
     int idle_echoed;
+    uint32_t *seen;     // broadcast: seen[s] == round when sender s's message of that round arrived
+    int got;            // broadcast: messages of the current round received
 } conn_t;
 
 static conn_t *conns;
@@ -387,9 +409,9 @@ static void send_upgrade(conn_t *c) {
     base64(digest, 20, c->accept);
     char req[512];
     int n = snprintf(req, sizeof req,
-                     "GET / HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-                     opt_host, opt_port, key,
+                     opt_path, opt_host, opt_port, key,
                      opt_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; client_max_window_bits\r\n" : "");
     ensure(&c->wbuf, &c->wcap, c->wlen + (size_t)n);
     memcpy(c->wbuf + c->wlen, req, (size_t)n);
@@ -423,7 +445,91 @@ static int parse_response(conn_t *c) {
     return ok ? 1 : -1;
 }
 
+// ---------------------------------------------------------------- broadcast mode
+
+// A broadcast message: 64 bytes, eight little-endian words. Word 0 is round << 32 | sender;
+// words 1-7 are h ^ (k * K) with h a hash of word 0, so every byte depends on round and sender.
+#define BCAST_SIZE 64
+static uint32_t bc_round;           // the current round (1, 2, ...); 0 before the first
+static uint64_t bc_round_start_ns;  // when its first message was queued
+static double bc_round_start_s;
+static int bc_done_conns;           // connections that have all N messages of the current round
+static int bc_round_measured;       // the current round started inside the measurement window
+static uint64_t bc_rounds, bc_deliveries;  // measured
+static uint64_t *bc_latency_us;     // each measured round's latency (rounds can exceed the histogram's 2 s)
+static size_t bc_latency_cap;
+
+static uint64_t splitmix(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static void broadcast_payload(uint32_t round, uint32_t sender, uint64_t out[8]) {
+    out[0] = (uint64_t)round << 32 | sender;
+    uint64_t h = splitmix(out[0]);
+    for (int k = 1; k < 8; k++) out[k] = h ^ ((uint64_t)k * 0xD6E8FEB86659FD93ull);
+}
+
+static void broadcast_start_round(double t_s) {
+    bc_round++;
+    bc_done_conns = 0;
+    bc_round_start_s = t_s;
+    bc_round_start_ns = now_ns();
+    bc_round_measured = measuring;
+    for (int i = 0; i < opt_conns; i++) {
+        conn_t *c = &conns[i];
+        c->got = 0;
+        uint64_t words[8];
+        broadcast_payload(bc_round, (uint32_t)i, words);
+        queue_frame(c, 0x82, (const uint8_t *)words, BCAST_SIZE);
+        flush_out(c);
+    }
+}
+
+static void validate_broadcast(conn_t *c, const uint8_t *data, size_t len, int opcode, uint64_t t) {
+    if (opcode != 2) { error_at(c, "broadcast message with the wrong opcode"); return; }
+    if (len != BCAST_SIZE) { error_at(c, "broadcast message with the wrong length"); return; }
+    uint64_t words[8];
+    memcpy(words, data, BCAST_SIZE);
+    uint32_t round = (uint32_t)(words[0] >> 32), sender = (uint32_t)words[0];
+    char what[128];
+    if (round != bc_round) {
+        snprintf(what, sizeof what, "message of round %u during round %u", round, bc_round);
+        error_at(c, what);
+        return;
+    }
+    if (sender >= (uint32_t)opt_conns) { error_at(c, "message from an unknown sender"); return; }
+    uint64_t expected[8];
+    broadcast_payload(round, sender, expected);
+    if (memcmp(words, expected, BCAST_SIZE) != 0) {
+        snprintf(what, sizeof what, "message of round %u from %u has wrong bytes", round, sender);
+        error_at(c, what);
+        return;
+    }
+    if (c->seen[sender] == round) {
+        snprintf(what, sizeof what, "message of round %u from %u received twice", round, sender);
+        error_at(c, what);
+        return;
+    }
+    c->seen[sender] = round;
+    if (++c->got < opt_conns) return;
+    if (++bc_done_conns < opt_conns) return;
+    // The round is complete: its last delivery is this one.
+    if (bc_round_measured) {
+        if (bc_rounds == bc_latency_cap) {
+            bc_latency_cap = bc_latency_cap ? 2 * bc_latency_cap : 1024;
+            bc_latency_us = xrealloc(bc_latency_us, bc_latency_cap * sizeof *bc_latency_us);
+        }
+        bc_latency_us[bc_rounds] = (t - bc_round_start_ns) / 1000;
+        bc_rounds++;
+        bc_deliveries += (uint64_t)opt_conns * (uint64_t)opt_conns;
+    }
+}
+
 static void validate_message(conn_t *c, const uint8_t *data, size_t len, int opcode, int rsv1, uint64_t t) {
+    if (mode == MODE_BROADCAST) { validate_broadcast(c, data, len, opcode, t); return; }
     if (opcode != (opt_text ? 1 : 2)) { error_at(c, "echo has the wrong opcode"); return; }
     uint64_t seq = c->received++;
     if (rsv1) {
@@ -544,7 +650,7 @@ static void on_readable(conn_t *c) {
         c->rlen -= c->rpos;
         c->rpos = 0;
     }
-    ensure(&c->rbuf, &c->rcap, c->rlen + (mode == MODE_IDLE ? 4096 : 65536));
+    ensure(&c->rbuf, &c->rcap, c->rlen + (mode == MODE_IDLE ? 4096 : mode == MODE_BROADCAST ? 262144 : 65536));
     ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
     if (n == 0) {
         if (c->state == S_WAIT_EOF || c->state == S_CLOSING) {
@@ -584,6 +690,9 @@ static void on_open(conn_t *c, uint64_t t) {
     case MODE_IDLE:
         send_message(c, t);
         break;
+    case MODE_BROADCAST:  // sends when the rounds begin
+        (void)t;
+        break;
     case MODE_HANDSHAKE:
         send_close(c);
         c->state = S_CLOSING;
@@ -613,9 +722,23 @@ static void on_writable(conn_t *c) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: loadgen --port P [--host A] [--mode echo|handshake|idle] [--conns N] [--inflight K]\n"
-                    "               [--size BYTES] [--text] [--warmup S] [--duration S] [--deflate] [--sources N]\n");
+    fprintf(stderr, "usage: loadgen --port P [--host A] [--mode echo|handshake|idle|broadcast] [--conns N] [--inflight K]\n"
+                    "               [--size BYTES] [--text] [--warmup S] [--duration S] [--deflate] [--sources N] [--path P]\n"
+                    "               [--min-rounds R] [--round-timeout S] [--settle S]\n");
     exit(2);
+}
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+// The q-quantile of the measured rounds' latencies (the same rank as percentile() below).
+static uint64_t round_percentile(double q) {
+    if (!bc_rounds) return 0;
+    qsort(bc_latency_us, bc_rounds, sizeof *bc_latency_us, compare_u64);
+    uint64_t i = (uint64_t)(q * (double)bc_rounds);
+    return bc_latency_us[i < bc_rounds ? i : bc_rounds - 1];
 }
 
 static uint64_t percentile(double q, uint64_t total) {
@@ -647,12 +770,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--open-concurrency")) opt_open_concurrency = atoi(v);
         else if (!strcmp(a, "--server-pid")) opt_server_pid = atoi(v);
         else if (!strcmp(a, "--count")) opt_count = atol(v);
+        else if (!strcmp(a, "--path")) opt_path = v;
+        else if (!strcmp(a, "--min-rounds")) opt_min_rounds = atoi(v);
+        else if (!strcmp(a, "--round-timeout")) opt_round_timeout = atof(v);
+        else if (!strcmp(a, "--settle")) opt_settle = atof(v);
         else usage();
     }
     if (!strcmp(opt_mode, "echo")) mode = MODE_ECHO;
     else if (!strcmp(opt_mode, "handshake")) mode = MODE_HANDSHAKE;
     else if (!strcmp(opt_mode, "idle")) mode = MODE_IDLE;
+    else if (!strcmp(opt_mode, "broadcast")) mode = MODE_BROADCAST;
     else usage();
+    if (!opt_path) opt_path = mode == MODE_BROADCAST ? "/broadcast" : "/";
+    if (mode == MODE_BROADCAST && (opt_deflate || opt_text)) usage();
     if (opt_inflight < 1 || opt_inflight > 64 || opt_conns < 1) usage();
     signal(SIGPIPE, SIG_IGN);
     rng_state ^= (uint64_t)now_ns() * 0x2545F4914F6CDD1Dull;
@@ -671,8 +801,12 @@ int main(int argc, char **argv) {
     int started = 0;
     // Echo and handshake modes open every connection at once (handshake: that is the
     // concurrency); idle mode opens them at most opt_open_concurrency at a time.
-    int opening_limit = mode == MODE_IDLE ? opt_open_concurrency : opt_conns;
+    int opening_limit = mode == MODE_IDLE || mode == MODE_BROADCAST ? opt_open_concurrency : opt_conns;
     for (int i = 0; i < opt_conns; i++) { conns[i].id = i; conns[i].fd = -1; conns[i].state = S_DEAD; }
+    if (mode == MODE_BROADCAST)
+        for (int i = 0; i < opt_conns; i++) conns[i].seen = calloc((size_t)opt_conns, sizeof(uint32_t));
+    double all_open_at = 0, first_round_at = 0;
+    int broadcast_failed = 0;
 
     double measure_start = 0, measure_end = 0, ready_at = 0;
     double server_cpu0 = 0, server_cpu1 = 0, self_cpu0 = 0, self_cpu1 = 0;
@@ -682,12 +816,13 @@ int main(int argc, char **argv) {
         // Open more connections.
         if (!stopping) {
             int in_progress = 0, ready = 0;
-            if (mode == MODE_IDLE) {
+            if (mode == MODE_IDLE || (mode == MODE_BROADCAST && !all_open_at)) {
                 for (int i = 0; i < started; i++) {
-                    if (conns[i].state == S_OPEN && conns[i].idle_echoed) ready++;
+                    if (conns[i].state == S_OPEN && (mode == MODE_BROADCAST || conns[i].idle_echoed)) ready++;
                     else if (conns[i].state != S_DEAD) in_progress++;
                 }
             }
+            if (mode == MODE_BROADCAST && !all_open_at && ready == opt_conns) all_open_at = t;
             while (started < opt_conns && in_progress < opening_limit) {
                 start_connect(&conns[started++]);
                 in_progress++;
@@ -699,7 +834,51 @@ int main(int argc, char **argv) {
                 ready_at = t;
             }
         }
-        if (mode != MODE_IDLE && !measuring && !stopping && (opt_count || t - start >= opt_warmup)) {
+        if (mode == MODE_BROADCAST) {
+            if (!all_open_at) {
+                // A refused connection or upgrade ends the run at once (rounds need all N).
+                if (count_errors) { fprintf(stderr, "loadgen: a connection failed while opening\n"); broadcast_failed = 1; break; }
+                if (t - start > 60) { fprintf(stderr, "loadgen: not every connection opened within 60 s\n"); count_errors++; broadcast_failed = 1; break; }
+            } else if (!bc_round) {
+                if (t - all_open_at >= opt_settle) { first_round_at = t; broadcast_start_round(t); }
+            } else {
+                if (count_errors > 1000) { broadcast_failed = 1; break; }
+                int lost = 0;
+                for (int i = 0; i < opt_conns; i++) lost += conns[i].state != S_OPEN;
+                if (lost) { fprintf(stderr, "loadgen: %d connections lost in round %u\n", lost, bc_round); count_errors++; broadcast_failed = 1; break; }
+                if (bc_done_conns == opt_conns) {
+                    // The round is complete. Start measuring after the warm-up; stop after the
+                    // last round begun within the window (and at least --min-rounds measured).
+                    if (measuring && t - measure_start >= opt_duration && bc_rounds >= (uint64_t)opt_min_rounds) {
+                        measuring = 0;
+                        measure_end = t;
+                        if (opt_server_pid) server_cpu1 = process_cpu_s(opt_server_pid);
+                        self_cpu1 = self_cpu_s();
+                        break;
+                    }
+                    if (!measuring && t - first_round_at >= opt_warmup) {
+                        measuring = 1;
+                        measure_start = t;
+                        if (opt_server_pid) server_cpu0 = process_cpu_s(opt_server_pid);
+                        self_cpu0 = self_cpu_s();
+                    }
+                    broadcast_start_round(t);
+                } else if (t - bc_round_start_s > opt_round_timeout) {
+                    char what[128];
+                    int reported = 0;
+                    for (int i = 0; i < opt_conns && reported < 5; i++) {
+                        if (conns[i].got < opt_conns) {
+                            snprintf(what, sizeof what, "round %u not complete after %.0f s: %d of %d messages", bc_round, opt_round_timeout, conns[i].got, opt_conns);
+                            error_at(&conns[i], what);
+                            reported++;
+                        }
+                    }
+                    broadcast_failed = 1;
+                    break;
+                }
+            }
+        }
+        if (mode != MODE_IDLE && mode != MODE_BROADCAST && !measuring && !stopping && (opt_count || t - start >= opt_warmup)) {
             measuring = 1;
             measure_start = t;
             if (opt_server_pid) server_cpu0 = process_cpu_s(opt_server_pid);
@@ -718,7 +897,7 @@ int main(int argc, char **argv) {
             self_cpu1 = self_cpu_s();
             break;
         }
-        if (mode != MODE_IDLE && measuring && !opt_count && t - measure_start >= opt_duration) {
+        if (mode != MODE_IDLE && mode != MODE_BROADCAST && measuring && !opt_count && t - measure_start >= opt_duration) {
             measuring = 0;
             measure_end = t;
             if (opt_server_pid) server_cpu1 = process_cpu_s(opt_server_pid);
@@ -757,9 +936,15 @@ int main(int argc, char **argv) {
         }
     }
     stopping = 1;
+    if (broadcast_failed && measuring) {
+        measure_end = now_s();
+        if (opt_server_pid) server_cpu1 = process_cpu_s(opt_server_pid);
+        self_cpu1 = self_cpu_s();
+    }
     double elapsed = measure_end - measure_start;
+    if (elapsed <= 0) elapsed = 1e-9;
     char cpu[160] = "";
-    double ops = mode == MODE_ECHO ? (double)count_msgs : (double)count_handshakes;
+    double ops = mode == MODE_ECHO ? (double)count_msgs : mode == MODE_BROADCAST ? (double)bc_deliveries : (double)count_handshakes;
     int k = snprintf(cpu, sizeof cpu, " loadgen_cpu_pct=%.0f", 100 * (self_cpu1 - self_cpu0) / elapsed);
     if (opt_deflate) k += snprintf(cpu + k, sizeof cpu - (size_t)k, " compressed_pct=%.0f", count_msgs ? 100.0 * count_compressed / count_msgs : 0.0);
     if (opt_server_pid && server_cpu0 >= 0 && server_cpu1 >= 0)
@@ -771,6 +956,11 @@ int main(int argc, char **argv) {
                (unsigned long long)total, total / elapsed, count_bytes / elapsed / 1e6,
                (unsigned long long)percentile(0.50, total + hist_over), (unsigned long long)percentile(0.99, total + hist_over),
                cpu, (unsigned long long)count_errors);
+    } else if (mode == MODE_BROADCAST) {
+        printf("conns=%d rounds=%llu deliveries=%llu deliveries_per_s=%.0f rounds_per_s=%.2f p50_us=%llu p99_us=%llu%s errors=%llu\n",
+               opt_conns, (unsigned long long)bc_rounds, (unsigned long long)bc_deliveries, bc_deliveries / elapsed,
+               bc_rounds / elapsed, (unsigned long long)round_percentile(0.50),
+               (unsigned long long)round_percentile(0.99), cpu, (unsigned long long)count_errors);
     } else if (mode == MODE_HANDSHAKE) {
         printf("handshakes=%llu handshakes_per_s=%.0f client_closed=%llu%s errors=%llu\n",
                (unsigned long long)count_handshakes, count_handshakes / elapsed,

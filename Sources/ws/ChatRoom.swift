@@ -41,16 +41,31 @@ final class ChatRoom: Sendable {
         guard (try? connection.subscribe(to: Self.topic)) == true else { return }
         let members = count
         logger.info("chat join", metadata: ["name": "\(name)", "members": "\(members)", "remote": "\(connection.remoteAddress)"])
-        connection.publish(Self.json(["type": "join", "name": name, "count": members]), to: Self.topic)
+        publish(Self.json(["type": "join", "name": name, "count": members]), except: connection)
         connection.onMessage { [self] message in
             guard case .utf8(let text) = message else { return }
-            server.publish(Self.json(["type": "message", "from": name, "text": text]), to: Self.topic)
+            if !publish(Self.json(["type": "message", "from": name, "text": text])) {
+                connection.sendUTF(Self.json(["type": "error", "text": "not sent: the cluster's broker is unavailable"]))
+            }
         }
         connection.onClose { [self] code, _ in
             // The connection left the topic before this event.
             let left = count
             logger.info("chat leave", metadata: ["name": "\(name)", "members": "\(left)", "code": "\(code)"])
-            server.publish(Self.json(["type": "leave", "name": name, "count": left]), to: Self.topic)
+            publish(Self.json(["type": "leave", "name": name, "count": left]))
+        }
+    }
+
+    /// Publishes to the room (everyone but `sender`, when given); false, with a log line, when
+    /// the cluster's broker refuses it (nobody got it).
+    @discardableResult
+    private func publish(_ text: String, except sender: WebSocketConnection? = nil) -> Bool {
+        do {
+            if let sender { try sender.publish(text, to: Self.topic) } else { try server.publish(text, to: Self.topic) }
+            return true
+        } catch {
+            logger.warning("chat publish refused", metadata: ["error": "\(error)"])
+            return false
         }
     }
 

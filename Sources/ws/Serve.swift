@@ -116,10 +116,14 @@ struct Serve: AsyncParsableCommand {
         let router = WebSocketRouter(server: server)
         try ChatRoom(server: server, logger: logger).mount(on: router)
         // Every message to every connection on /broadcast, the sender included (benchmark W7).
-        let broadcast: WebSocketRouter.Handler = { [server] request in
+        let broadcast: WebSocketRouter.Handler = { [server, logger] request in
             guard let connection = try? request.accept(origin: request.origin) else { return }
             guard (try? connection.subscribe(to: "broadcast")) == true else { return }
-            connection.onMessage { server.publish($0, to: "broadcast") }
+            connection.onMessage { message in
+                do { try server.publish(message, to: "broadcast") } catch {
+                    logger.warning("broadcast publish refused", metadata: ["error": "\(error)"])
+                }
+            }
         }
         try router.mount("/broadcast", protocol: "*", handler: broadcast)
         try router.mount("/broadcast", handler: broadcast)

@@ -43,7 +43,7 @@ struct TopicDeliveryTests {
         let loop = EmbeddedEventLoop()
         let (channel, _) = try Self.embeddedSubscriber(server, topic: "room", loop: loop)
         let (other, _) = try Self.embeddedSubscriber(server, topic: "room", loop: loop)
-        for index in 0..<10 { #expect(server.publish("message \(index)", to: "room") == 2) }
+        for index in 0..<10 { #expect(try server.publish("message \(index)", to: "room") == 2) }
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "nothing is written before the loop runs its drain")
         loop.run()
         for subscriber in [channel, other] {
@@ -61,7 +61,7 @@ struct TopicDeliveryTests {
         let loop = EmbeddedEventLoop()
         let (first, _) = try Self.embeddedSubscriber(server, topic: "room", loop: loop)
         let (second, _) = try Self.embeddedSubscriber(server, topic: "room", loop: loop)
-        #expect(server.publish(ByteBuffer(bytes: Array(repeating: 7, count: 300)), to: "room") == 2)
+        #expect(try server.publish(ByteBuffer(bytes: Array(repeating: 7, count: 300)), to: "room") == 2)
         loop.run()
         let a = try #require(try first.readOutbound(as: ByteBuffer.self))
         let b = try #require(try second.readOutbound(as: ByteBuffer.self))
@@ -88,7 +88,7 @@ struct TopicDeliveryTests {
         let total = 2000  // 32 MiB: far more than the kernel's socket buffers hold
         var maxInFlight = 0
         for start in stride(from: 0, to: total, by: 50) {
-            for _ in start..<(start + 50) { #expect(server.publish(message, to: "room") == 2) }
+            for _ in start..<(start + 50) { #expect(try server.publish(message, to: "room") == 2) }
             // Paced by the reader, so that only the stalled subscriber falls behind.
             _ = try await TopicTests.waitFor(start + 50, in: reader.1, "the reader at \(start + 50)")
             let inFlight = try await stalledSide.socket.eventLoop.submit { stalledSide.handler.publishedBytesInFlight }.get()
@@ -120,7 +120,7 @@ struct TopicDeliveryTests {
         let message = ByteBuffer(bytes: Array(repeating: 1, count: 16 * 1024))
         var published = 0
         while stalledSide.connected && published < 4000 {
-            server(fixture).publish(message, to: "room")
+            try server(fixture).publish(message, to: "room")
             published += 1
             if published % 100 == 0 { try await stalledSide.socket.eventLoop.submit {}.get() }
         }
@@ -157,8 +157,8 @@ struct TopicDeliveryTests {
         let messages = (0..<30).map { index in
             index % 10 == 9 ? "short \(index)" : String(repeating: "compressible text \(index) ", count: 20)
         }
-        for message in messages { fixture.server.server.publish(message, to: "room") }
-        fixture.server.server.publish(ByteBuffer(bytes: Array(repeating: 3, count: 5000)), to: "room", compress: false)
+        for message in messages { try fixture.server.server.publish(message, to: "room") }
+        try fixture.server.server.publish(ByteBuffer(bytes: Array(repeating: 3, count: 5000)), to: "room", compress: false)
         for (index, client) in clients.enumerated() {
             let got = TopicTests.texts(try await TopicTests.waitFor(31, in: client.1, "subscriber \(index)"))
             #expect(got == messages + ["binary:5000"])
@@ -211,7 +211,7 @@ struct TopicDeliveryTests {
             serverSides.append(try await fixture.accepted.value())
         }
         #expect(serverSides.map(\.isHTTP2) == [false, false, true])
-        #expect(fixture.server.server.publish("everyone", to: "room") == 3)
+        #expect(try fixture.server.server.publish("everyone", to: "room") == 3)
         for (index, messages) in received.enumerated() {
             #expect(TopicTests.texts(try await TopicTests.waitFor(1, in: messages, "transport \(index)")) == ["everyone"])
         }

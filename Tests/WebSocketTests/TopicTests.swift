@@ -80,10 +80,10 @@ struct TopicTests {
         #expect(server.topics == ["news", "room"])
         #expect(clients[0].2.topics == ["news", "room"])
 
-        #expect(server.publish("hello", to: "room") == 3)
-        #expect(server.publish(ByteBuffer(bytes: [1, 2, 3]), to: "room") == 3)
-        #expect(server.publish(.utf8("news"), to: "news") == 1)
-        #expect(server.publish("nobody", to: "empty") == 0)
+        #expect(try server.publish("hello", to: "room") == 3)
+        #expect(try server.publish(ByteBuffer(bytes: [1, 2, 3]), to: "room") == 3)
+        #expect(try server.publish(.utf8("news"), to: "news") == 1)
+        #expect(try server.publish("nobody", to: "empty") == 0)
         for (index, client) in clients.enumerated() {
             let expected = index == 0 ? ["hello", "binary:3", "news"] : ["hello", "binary:3"]
             #expect(Self.texts(try await Self.waitFor(expected.count, in: client.1, "client \(index)'s messages")) == expected)
@@ -92,7 +92,7 @@ struct TopicTests {
         #expect(clients[0].2.unsubscribe(from: "news"))
         #expect(!clients[0].2.unsubscribe(from: "news"))
         #expect(server.topics == ["room"])
-        #expect(server.publish("gone", to: "news") == 0)
+        #expect(try server.publish("gone", to: "news") == 0)
         #expect(clients[0].2.unsubscribe(from: "room"))
         #expect(server.subscriberCount(of: "room") == 2)
         #expect(clients[0].2.topics.isEmpty)
@@ -101,7 +101,7 @@ struct TopicTests {
     @Test("connection.publish reaches every other subscriber, not the sender")
     func connectionPublishExcludesSender() async throws {
         let fixture = try await Fixture.start(onMessage: { connection, message in
-            connection.publish(message, to: "room")
+            _ = try? connection.publish(message, to: "room")
         })
         defer { Task { await fixture.server.stop() } }
         let clients = try await fixture.clients(3, path: "/room")
@@ -110,9 +110,9 @@ struct TopicTests {
             #expect(Self.texts(try await Self.waitFor(1, in: clients[index].1, "the message at client \(index)")) == ["from 0"])
         }
         // Then a marker to everyone: the sender's first message must be the marker.
-        #expect(fixture.server.server.publish("marker", to: "room") == 3)
+        #expect(try fixture.server.server.publish("marker", to: "room") == 3)
         #expect(Self.texts(try await Self.waitFor(1, in: clients[0].1, "the marker at the sender")) == ["marker"])
-        #expect(clients[0].2.publish("direct", to: "room") == 2)
+        #expect(try clients[0].2.publish("direct", to: "room") == 2)
         #expect(Self.texts(try await Self.waitFor(3, in: clients[1].1, "client 1")) == ["from 0", "marker", "direct"])
     }
 
@@ -120,7 +120,7 @@ struct TopicTests {
     func orderAcrossEventLoops() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let fixture = try await Fixture.start(group: group, onMessage: { connection, message in
-            connection.publish(message, to: "room")
+            _ = try? connection.publish(message, to: "room")
         })
         defer {
             Task {
@@ -135,9 +135,9 @@ struct TopicTests {
         // From a task, off every event loop.
         let count = 2000
         let publisher = Task.detached {
-            for index in 0..<count { fixture.server.server.publish("task \(index)", to: "room") }
+            for index in 0..<count { try fixture.server.server.publish("task \(index)", to: "room") }
         }
-        await publisher.value
+        try await publisher.value
         let expected = (0..<count).map { "task \($0)" }
         for (index, client) in clients.enumerated() {
             #expect(Self.texts(try await Self.waitFor(count, in: client.1, "client \(index)")) == expected)
@@ -172,12 +172,12 @@ struct TopicTests {
             let (_, received, connection) = clients[round % 2]
             let before = received.all.count
             #expect(try connection.subscribe(to: "t"))
-            #expect(server.publish("in \(round)", to: "t") == 1)
+            #expect(try server.publish("in \(round)", to: "t") == 1)
             #expect(connection.unsubscribe(from: "t"))
-            #expect(server.publish("out \(round)", to: "t") == 0)
+            #expect(try server.publish("out \(round)", to: "t") == 0)
             // The control topic comes after both: when its message is in, "out" would be too.
             #expect(try connection.subscribe(to: "control"))
-            #expect(server.publish("control \(round)", to: "control") == 1)
+            #expect(try server.publish("control \(round)", to: "control") == 1)
             #expect(connection.unsubscribe(from: "control"))
             let got = Self.texts(Array(try await Self.waitFor(before + 2, in: received, "round \(round)").dropFirst(before)))
             #expect(got == ["in \(round)", "control \(round)"])
@@ -202,11 +202,11 @@ struct TopicTests {
         #expect(second == 0)
         #expect(try serverSide.subscribe(to: "room") == false)
         #expect(serverSide.topics.isEmpty)
-        #expect(fixture.server.server.publish("after", to: "room") == 1)
+        #expect(try fixture.server.server.publish("after", to: "room") == 1)
         #expect(Self.texts(try await Self.waitFor(1, in: clients[1].1, "the other subscriber")) == ["after"])
     }
 
-    @Test("topic names: 1,024 bytes of UTF-8 at most (counted in bytes), a clear error beyond, nothing subscribed; a client's connection cannot subscribe")
+    @Test("topic names: 1,024 bytes of UTF-8 at most (counted in bytes), a clear error beyond, nothing subscribed; a client's connection cannot subscribe or publish")
     func topicNames() async throws {
         let fixture = try await Fixture.start()
         defer { Task { await fixture.server.stop() } }
@@ -218,9 +218,11 @@ struct TopicTests {
         #expect(error?.code == .invalidArgument)
         #expect(error?.message.contains("1024") == true)
         #expect(connection.topics.count == 1)
-        #expect(fixture.server.server.publish("x", to: tooLong) == 0)
+        let publishError = #expect(throws: WebSocketError.self) { try fixture.server.server.publish("x", to: tooLong) }
+        #expect(publishError?.code == .invalidArgument)
         #expect(throws: WebSocketError.self) { try clients[0].0.subscribe(to: "room") }
-        #expect(clients[0].0.publish("x", to: "room") == 0)
+        let clientError = #expect(throws: WebSocketError.self) { try clients[0].0.publish("x", to: "room") }
+        #expect(clientError?.code == .invalidArgument)
     }
 
     @Test("a published message larger than maxReceivedMessageSize goes out, fragmented by the server's settings")
@@ -233,7 +235,7 @@ struct TopicTests {
         let raw = try await RawClient.connected(port: fixture.server.port, path: "/room")
         _ = try await fixture.accepted.value()
         let payload = ByteBuffer(bytes: (0..<40_000).map { UInt8(truncatingIfNeeded: $0) })
-        #expect(fixture.server.server.publish(payload, to: "room") == 1)
+        #expect(try fixture.server.server.publish(payload, to: "room") == 1)
         var frames: [WebSocketFrame] = []
         while frames.last?.fin != true, let frame = try await raw.readFrame(timeout: 10) { frames.append(frame) }
         #expect(frames.map(\.opcode) == [.binary, .continuation, .continuation])

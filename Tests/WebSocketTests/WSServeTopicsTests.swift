@@ -86,7 +86,8 @@ struct WSServeTopicsTests {
         return kib * 1024
     }
 
-    @Test("a subscriber that never reads, in a topic with a fast publisher: the server's RSS stays flat (maxBackpressure)")
+    @Test("a subscriber that never reads, in a topic with a fast publisher: the server's RSS stays flat (maxBackpressure)",
+          .disabled(if: ProcessInfo.processInfo.environment["WS_SANITIZER"] != nil, "RSS is not comparable under a sanitizer (ASan holds freed memory in quarantine)"))
     func slowSubscriberKeepsRSSFlat() async throws {
         let (process, port) = try await Self.serve()
         defer { process.killByPID() }

@@ -48,6 +48,9 @@ public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertibl
         public static let proxyFailed = Code(raw: "proxyFailed")
         /// A second iterator over a sequence that allows one (``WebSocketConnection/messages``).
         public static let alreadyIterating = Code(raw: "alreadyIterating")
+        /// The cluster's broker cannot take a publication (its store is unreachable and its
+        /// queue is full, or it is not running); nothing was published.
+        public static let brokerUnavailable = Code(raw: "brokerUnavailable")
         public var description: String { raw }
     }
 

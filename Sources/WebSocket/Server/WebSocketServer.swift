@@ -161,9 +161,11 @@ public final class WebSocketServer: Sendable {
 
     /// Starts listening on `host:port` (port 0 picks a free one) and returns the bound address;
     /// with `tlsConfiguration`, the listener speaks `wss://`. May be called several times to
-    /// listen on several addresses, plain and TLS alike.
+    /// listen on several addresses, plain and TLS alike. The first call starts the configured
+    /// ``Configuration/broker`` (see ``startBroker()``), and fails if it cannot start.
     @discardableResult
     public func listen(host: String = "0.0.0.0", port: Int, tlsConfiguration: TLSConfiguration? = nil) async throws -> SocketAddress {
+        try await startBroker()
         let sslContext: NIOSSLContext?
         let http2 = configuration.http2 && tlsConfiguration != nil
         do {
@@ -236,6 +238,16 @@ public final class WebSocketServer: Sendable {
         state.withLockedValue { $0.listeners.compactMap(\.localAddress) }
     }
 
+    /// Starts the configured ``Configuration/broker`` (a cluster's link to the other servers):
+    /// ``listen(host:port:tlsConfiguration:)`` calls it, so call it yourself only when the
+    /// server never listens (its pipeline runs in your own NIO server, through
+    /// ``configurePipeline(for:)``). It runs once; later calls return when that start has. Throws
+    /// ``WebSocketError/Code-swift.struct/brokerUnavailable`` (or the broker's own error) when the
+    /// broker cannot start; then it may be called again. Nothing to do with the default broker.
+    public func startBroker() async throws {
+        try await topicRegistry.startBroker()
+    }
+
     /// Stops listening (Node's `unmount`); open connections stay open.
     public func unmount() async {
         let listeners = state.withLockedValue { state -> [Channel] in
@@ -266,7 +278,8 @@ public final class WebSocketServer: Sendable {
     /// are closed (each takes at most `closeTimeout`). HTTP/2 connections get a GOAWAY and close
     /// once their streams have. Scoped connection handlers
     /// (``WebSocketRequest/accept(protocol:origin:cookies:handler:)``) are cancelled first, and
-    /// waited for too: a handler that ignores cancellation holds up the shutdown.
+    /// waited for too: a handler that ignores cancellation holds up the shutdown. The
+    /// ``Configuration/broker`` stops last.
     public func shutDown() async {
         await unmount()
         let http2Connections = state.withLockedValue { state -> [Channel] in
@@ -285,6 +298,8 @@ public final class WebSocketServer: Sendable {
             try? await connection.socket.closeFuture.get()
         }
         await scopedHandlers.waitForAll()
+        // Last: what the closing connections' handlers published still goes out.
+        await topicRegistry.shutDownBroker()
     }
 
     /// The HTTP/2 pipeline of a connection that chose h2 by ALPN: SETTINGS_ENABLE_CONNECT_PROTOCOL

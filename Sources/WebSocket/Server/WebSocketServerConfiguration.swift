@@ -103,6 +103,11 @@ extension WebSocketServer {
         /// `maxBackpressure`. Default ``WebSocketServer/BackpressurePolicy/skip``.
         public var backpressurePolicy = BackpressurePolicy.skip
 
+        /// Carries publications to the other servers of a cluster and theirs to this one.
+        /// Default ``WebSocketLocalBroker``: no other server, topics stay in this process. The
+        /// `WebSocketPostgres` product has a PostgreSQL one. Started by the first `listen`.
+        public var broker: any WebSocketBroker = WebSocketLocalBroker()
+
         /// The defaults above.
         public init() {}
     }

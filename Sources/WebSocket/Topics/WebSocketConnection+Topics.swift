@@ -30,30 +30,39 @@ extension WebSocketConnection {
         topicRegistry?.topics(of: self) ?? []
     }
 
-    /// Sends a message to every other subscriber of `topic` on this connection's server (this
-    /// connection excluded, as uWebSockets' `ws.publish` does; use
+    /// Sends a message to every other subscriber of `topic` on this connection's server, and
+    /// through its broker to the other servers of a cluster (this connection excluded, as
+    /// uWebSockets' `ws.publish` does; use
     /// ``WebSocketServer/publish(_:to:compress:)-(WebSocketMessage,_,_)`` to include it). Returns
-    /// how many connections it was queued for; 0 on a client's connection.
+    /// how many connections of this server it was queued for. Throws what the server's `publish`
+    /// throws, and ``WebSocketError/Code-swift.struct/invalidArgument`` on a client's connection.
     @discardableResult
-    public func publish(_ message: WebSocketMessage, to topic: String, compress: Bool = true) -> Int {
+    public func publish(_ message: WebSocketMessage, to topic: String, compress: Bool = true) throws(WebSocketError) -> Int {
         switch message {
-        case .utf8(let text): topicRegistry?.publish(.text(text), to: topic, compress: compress, sender: self) ?? 0
-        case .binary(let bytes): topicRegistry?.publish(.binary(bytes), to: topic, compress: compress, sender: self) ?? 0
+        case .utf8(let text): try publishPayload(.text(text), to: topic, compress: compress)
+        case .binary(let bytes): try publishPayload(.binary(bytes), to: topic, compress: compress)
         }
     }
 
     /// Sends a text message to every other subscriber of `topic`; see
     /// ``publish(_:to:compress:)-(WebSocketMessage,_,_)``.
     @discardableResult
-    public func publish(_ text: String, to topic: String, compress: Bool = true) -> Int {
-        topicRegistry?.publish(.text(text), to: topic, compress: compress, sender: self) ?? 0
+    public func publish(_ text: String, to topic: String, compress: Bool = true) throws(WebSocketError) -> Int {
+        try publishPayload(.text(text), to: topic, compress: compress)
     }
 
     /// Sends a binary message to every other subscriber of `topic`; see
     /// ``publish(_:to:compress:)-(WebSocketMessage,_,_)``.
     @discardableResult
-    public func publish(_ bytes: ByteBuffer, to topic: String, compress: Bool = true) -> Int {
-        topicRegistry?.publish(.binary(bytes), to: topic, compress: compress, sender: self) ?? 0
+    public func publish(_ bytes: ByteBuffer, to topic: String, compress: Bool = true) throws(WebSocketError) -> Int {
+        try publishPayload(.binary(bytes), to: topic, compress: compress)
+    }
+
+    private func publishPayload(_ payload: WebSocketPublication.Payload, to topic: String, compress: Bool) throws(WebSocketError) -> Int {
+        guard let topicRegistry else {
+            throw WebSocketError(.invalidArgument, "Topics belong to a server: this connection is a client's and cannot publish")
+        }
+        return try topicRegistry.publish(payload, to: topic, compress: compress, sender: self)
     }
 
     /// How many published messages this connection did not get because it read too slowly

@@ -27,6 +27,8 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
     let backpressurePolicy: WebSocketServer.BackpressurePolicy
     /// Where messages are split into frames (nil: never), as every connection of the server does.
     let fragmentationThreshold: Int?
+    /// The cluster's broker; nil for the local one (nothing to call).
+    let broker: (any WebSocketBroker)?
 
     // Everything below is guarded by `lock`.
     private let lock = NIOLock()
@@ -36,11 +38,14 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
     private var memberships: [ObjectIdentifier: Set<String>] = [:]
     private var inboxes: [ObjectIdentifier: Inbox] = [:]
     private var skippedTotal = 0
+    /// The broker's start, once: every `listen` awaits the same one.
+    private var brokerStart: Task<Void, any Error>?
 
     init(configuration: WebSocketServer.Configuration) {
         self.maxBackpressure = max(0, configuration.maxBackpressure)
         self.backpressurePolicy = configuration.backpressurePolicy
         self.fragmentationThreshold = configuration.fragmentOutgoingMessages ? max(1, configuration.fragmentationThreshold) : nil
+        self.broker = configuration.broker is WebSocketLocalBroker ? nil : configuration.broker
     }
 
     /// One subscriber: the connection and how it takes published messages.
@@ -197,13 +202,62 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
         }
     }
 
+    // MARK: - The broker
+
+    /// Starts the broker once (later calls wait for the same start); a failed start may be tried
+    /// again. Nothing to do for the local broker.
+    func startBroker() async throws {
+        guard let broker else { return }
+        let delivery = WebSocketBrokerDelivery(registry: self)
+        let start = lock.withLock { () -> Task<Void, any Error> in
+            if let brokerStart { return brokerStart }
+            let start = Task { try await broker.start(delivering: delivery) }
+            brokerStart = start
+            return start
+        }
+        do {
+            try await start.value
+        } catch {
+            lock.withLock { if brokerStart == start { brokerStart = nil } }
+            if let error = error as? WebSocketError { throw error }
+            throw WebSocketError(.brokerUnavailable, "The broker \(type(of: broker)) did not start: \(error)")
+        }
+    }
+
+    /// Stops the broker if it was started.
+    func shutDownBroker() async {
+        guard let broker else { return }
+        let started = lock.withLock { () -> Task<Void, any Error>? in
+            defer { brokerStart = nil }
+            return brokerStart
+        }
+        guard let started, (try? await started.value) != nil else { return }
+        await broker.shutDown()
+    }
+
     // MARK: - Publishing
 
-    /// Queues a message for every subscriber of `topic` but `sender`; returns how many.
+    /// A publication of this node: the broker takes it first (and may refuse it: then nobody
+    /// gets it), then this node's subscribers but `sender` get it. Returns how many of them.
+    func publish(_ payload: WebSocketPublication.Payload, to topic: String, compress: Bool, sender: WebSocketConnection?) throws(WebSocketError) -> Int {
+        try Self.validate(topic)
+        if let broker {
+            let message: WebSocketMessage
+            switch payload {
+            case .text(let text): message = .utf8(text)
+            case .binary(let bytes): message = .binary(bytes)
+            }
+            try broker.publish(WebSocketBrokerPublication(topic: topic, message: message))
+        }
+        return deliver(payload, to: topic, compress: compress, sender: sender)
+    }
+
+    /// Queues a message for every subscriber of `topic` on this node but `sender`; returns how
+    /// many.
     ///
     /// A topic without subscribers costs a dictionary lookup under the lock and allocates
     /// nothing (the text of a ``WebSocketPublication/Payload/text(_:)`` is not even encoded).
-    func publish(_ payload: WebSocketPublication.Payload, to topic: String, compress: Bool, sender: WebSocketConnection?) -> Int {
+    func deliver(_ payload: WebSocketPublication.Payload, to topic: String, compress: Bool, sender: WebSocketConnection?) -> Int {
         guard topic.utf8.count <= Self.maxTopicBytes else { return 0 }
         metrics?.publishes.increment()
         let senderID = sender.map(ObjectIdentifier.init)
