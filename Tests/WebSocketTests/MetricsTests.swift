@@ -54,9 +54,9 @@ struct MetricsTests {
             }
             connections.append(connection)
         }
-        #expect(server.server.publish("news", to: "room") == 2)
+        #expect(try server.server.publish("news", to: "room") == 2)
         #expect(try backend.expectMeter(WebSocketMetricNames.topicSubscriptions).lastValue == 2)
-        #expect(server.server.publish("nobody", to: "empty") == 0)
+        #expect(try server.server.publish("nobody", to: "empty") == 0)
 
         // One refused handshake, one protocol failure (a frame with a reserved opcode: 1002).
         let refused = try await RawClient.connect(port: server.port)

@@ -48,7 +48,12 @@ public enum HummingbirdExample {
             }
             guard let connection = try? request.accept(origin: request.origin) else { return }
             _ = try? connection.subscribe(to: "chat")
-            connection.onMessage { message in _ = server.publish(message, to: "chat") }
+            connection.onMessage { message in
+                // Throws only for a topic name over 1,024 bytes or when a cluster's broker refuses.
+                do { try server.publish(message, to: "chat") } catch {
+                    connection.logger.warning("chat publish refused", metadata: ["error": "\(error)"])
+                }
+            }
         }
         return server
     }

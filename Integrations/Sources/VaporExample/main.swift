@@ -9,6 +9,8 @@ let app = try await Application.make(.production)
 app.http.server.configuration.hostname = "127.0.0.1"
 app.http.server.configuration.port = port
 let webSocketServer = VaporExample.configure(app)
+// It never listens: start its topics' broker here (nothing to do for the default, in-process one).
+try await webSocketServer.startBroker()
 try await app.startup()
 if let bound = app.http.server.shared.localAddress?.port {
     let line = "example-vapor: listening on ws://127.0.0.1:\(bound)/ (HTTP: http://127.0.0.1:\(bound)/status, WebSockets: /echo, /chat)\n"

@@ -39,7 +39,12 @@ public enum VaporExample {
             guard let connection = try? request.accept(protocol: request.requestedProtocols.first, origin: request.origin) else { return }
             if request.resourceURL.path == "/chat" {
                 _ = try? connection.subscribe(to: "chat")
-                connection.onMessage { message in _ = server.publish(message, to: "chat") }
+                connection.onMessage { message in
+                    // Throws only for a topic name over 1,024 bytes or when a cluster's broker refuses.
+                    do { try server.publish(message, to: "chat") } catch {
+                        connection.logger.warning("chat publish refused", metadata: ["error": "\(error)"])
+                    }
+                }
             } else {
                 connection.onMessage { message in connection.send(message) }
             }
