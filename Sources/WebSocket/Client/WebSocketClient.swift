@@ -212,6 +212,14 @@ public final class WebSocketClient: Sendable {
 
     // MARK: Internals
 
+    /// The keys of ``WebSocketLogMetadata`` for a line about an attempt that has no connection
+    /// (yet): the URL's `host:port` and path; no connection id, no subprotocol.
+    static func attemptMetadata(_ url: String) -> Logger.Metadata {
+        let target = try? WebSocketURL(url)
+        return WebSocketLogMetadata.metadata(
+            id: nil, remoteAddress: target?.authority ?? "", path: WebSocketLogMetadata.path(of: target?.resource ?? ""), protocol: nil)
+    }
+
     /// Starts an attempt; the returned promise completes with the connection, a
     /// ``HandshakeFailure`` or a ``WebSocketError``. The events are emitted when it completes.
     func start(
@@ -231,14 +239,14 @@ public final class WebSocketClient: Sendable {
             case .success(let connection):
                 self.connectHandlers.emit(connection)
             case .failure(let failure as HandshakeFailure):
-                self.logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(failure.error)"])
+                self.logger.debug("WebSocket connect failed", metadata: Self.attemptMetadata(url).merging(["url": "\(url)", "error": "\(failure.error)"]) { $1 })
                 if let response = failure.response, !self.httpResponseHandlers.isEmpty {
                     self.httpResponseHandlers.emit((response, self))
                 } else {
                     self.connectFailedHandlers.emit(failure.error)
                 }
             case .failure(let error):
-                self.logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(error)"])
+                self.logger.debug("WebSocket connect failed", metadata: Self.attemptMetadata(url).merging(["url": "\(url)", "error": "\(error)"]) { $1 })
                 self.connectFailedHandlers.emit(
                     error as? WebSocketError ?? WebSocketError(.connectionFailed, "Could not connect to \(url): \(error)"))
             }
@@ -311,7 +319,7 @@ public final class WebSocketClient: Sendable {
                 case .success(.http2(let connection)):
                     Self.openStream(on: connection, request: request, promise: promise)
                 case .success(.notSupported(let why)):
-                    self.logger.debug("WebSocket over HTTP/1.1", metadata: ["url": "\(url)", "reason": "\(why)"])
+                    self.logger.debug("WebSocket over HTTP/1.1", metadata: Self.attemptMetadata(url).merging(["url": "\(url)", "reason": "\(why)"]) { $1 })
                     self.connectHTTP1(
                         target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy,
                         proxyName: proxyName, promise: promise)

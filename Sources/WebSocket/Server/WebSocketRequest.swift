@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -38,6 +39,9 @@ public final class WebSocketRequest: Sendable {
     /// Whether the request came as an extended CONNECT over HTTP/2 (RFC 8441) rather than an
     /// HTTP/1.1 upgrade. Such a request has no `key` (it is empty).
     public var isHTTP2: Bool { httpRequest.version.major == 2 }
+    /// The request's number in this process, `websocket.connection_id` in log lines (see
+    /// ``WebSocketLogMetadata``); the connection it is accepted as keeps it.
+    public let id = WebSocketLogMetadata.nextID()
 
     let server: WebSocketServer
     /// When the request arrived (the handshake duration metric).
@@ -68,6 +72,12 @@ public final class WebSocketRequest: Sendable {
         self.cookies = upgrade.cookies
         self.remoteAddress = upgrade.remoteAddress
         self.remoteAddresses = upgrade.remoteAddresses
+    }
+
+    /// The metadata of a log line about this request (``WebSocketLogMetadata``; no subprotocol
+    /// chosen yet).
+    var logMetadata: Logger.Metadata {
+        WebSocketLogMetadata.metadata(id: id, remoteAddress: remoteAddress, path: resourceURL.path, protocol: nil)
     }
 
     /// Registers a handler for `requestAccepted`, with the new connection.
@@ -122,7 +132,7 @@ public final class WebSocketRequest: Sendable {
         let connection = WebSocketConnection(
             channel: socket, role: .server, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
-            logger: server.logger, topicRegistry: server.topicRegistry, codecs: codecs)
+            logger: server.logger, id: id, path: resourceURL.path, topicRegistry: server.topicRegistry, codecs: codecs)
         if let metrics {
             // Before the handler is in a pipeline: from then on only its event loop uses it.
             connection.channelHandler.metrics = metrics

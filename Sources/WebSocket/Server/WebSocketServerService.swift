@@ -93,7 +93,7 @@ extension WebSocketServer: Service {
                         } catch {
                             logger.info(
                                 "WebSocket request handler threw",
-                                metadata: ["resource": "\(request.resource)", "remote": "\(request.remoteAddress)", "error": "\(error)"])
+                                metadata: request.logMetadata.merging(["error": "\(error)"]) { $1 })
                         }
                         continuation.yield(.handled)
                     }
