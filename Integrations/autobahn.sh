@@ -7,7 +7,10 @@
 #
 # Env: AUTOBAHN_DIR (default <project>/../shared/autobahn), AUTOBAHN_VENV (default
 # /tmp/autobahn-venv), AUTOBAHN_TIMEOUT (default 1800 s), CONFIGURATION (debug, the default, or
-# release), AUTOBAHN_PREPARED=1 to skip the suite's set-up (.ci/run prepares it once).
+# release), AUTOBAHN_PREPARED=1 to skip the suite's set-up (.ci/run prepares it once),
+# PREBUILT=1 to use the example that `swift build --build-tests` (or `swift test`) already built
+# in Integrations/.build (a plain `swift build --product` would compile its modules again, without
+# testability).
 # Reports: <project>/autobahn-reports/hummingbird/. Exit status 0 when every case is OK or
 # INFORMATIONAL, 1 otherwise, 2 on a set-up or run error. Only the example it started is
 # stopped, by its PID.
@@ -41,9 +44,13 @@ if [ "${AUTOBAHN_PREPARED:-0}" != 1 ]; then
   bash "$AUTOBAHN_DIR/setup.sh" "$AUTOBAHN_VENV" > "$OUTDIR/setup.log" 2>&1 || {
     tail -20 "$OUTDIR/setup.log" >&2; echo "Integrations/autobahn.sh: setup.sh failed" >&2; exit 2; }
 fi
-log "building example-hummingbird ($CONFIGURATION)"
-( cd "$HERE" && swift build -c "$CONFIGURATION" --product example-hummingbird ) || { echo "Integrations/autobahn.sh: build failed" >&2; exit 2; }
 BIN="$(cd "$HERE" && swift build -c "$CONFIGURATION" --show-bin-path)/example-hummingbird"
+if [ "${PREBUILT:-0}" = 1 ] && [ -x "$BIN" ]; then
+  log "using $BIN (PREBUILT=1)"
+else
+  log "building example-hummingbird ($CONFIGURATION)"
+  ( cd "$HERE" && swift build -c "$CONFIGURATION" --product example-hummingbird ) || { echo "Integrations/autobahn.sh: build failed" >&2; exit 2; }
+fi
 
 "$BIN" 0 > "$OUTDIR/example.log" 2>&1 < /dev/null &
 SERVER_PID=$!
