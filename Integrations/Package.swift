@@ -13,6 +13,8 @@ let package = Package(
         .library(name: "WebSocketVapor", targets: ["WebSocketVapor"]),
         .executable(name: "example-hummingbird", targets: ["HummingbirdExample"]),
         .executable(name: "example-vapor", targets: ["VaporExample"]),
+        .executable(name: "article-hummingbird", targets: ["ArticleHummingbird"]),
+        .executable(name: "article-vapor", targets: ["ArticleVapor"]),
     ],
     dependencies: [
         .package(name: "swift-websocket-node", path: ".."),
@@ -50,6 +52,13 @@ let package = Package(
             name: "VaporExampleApp",
             dependencies: ["WebSocketVapor", .product(name: "Vapor", package: "vapor")]),
         .executableTarget(name: "VaporExample", dependencies: ["VaporExampleApp"]),
+        // The article's two programs, compiled as it shows them.
+        .executableTarget(
+            name: "ArticleHummingbird",
+            dependencies: ["WebSocketHummingbird", .product(name: "Hummingbird", package: "hummingbird")]),
+        .executableTarget(
+            name: "ArticleVapor",
+            dependencies: ["WebSocketVapor", .product(name: "Vapor", package: "vapor")]),
         .testTarget(
             name: "IntegrationsTests",
             dependencies: [
