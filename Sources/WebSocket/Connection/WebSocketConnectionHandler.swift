@@ -15,8 +15,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     /// Set by the connection right after creation; cleared when the socket closes.
     var connection: WebSocketConnection?
-    /// Counts for swift-metrics (Metrics/); nil without a metrics backend.
-    var metrics: WebSocketConnectionMetrics?
+    /// Counts for swift-metrics (Metrics/); nil without a metrics backend. Set before the handler
+    /// is in a pipeline, then read on its event loop only, twice per message: unchecked, as a
+    /// checked class property costs a dynamic exclusivity check per access.
+    @exclusivity(unchecked) var metrics: WebSocketConnectionMetrics?
     private var machine: WebSocketConnectionStateMachine
     private var context: ChannelHandlerContext?
 

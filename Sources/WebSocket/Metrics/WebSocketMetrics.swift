@@ -194,10 +194,19 @@ final class WebSocketLazyCounters: Sendable {
 /// event loop (its handler and its permessage-deflate codec share it).
 final class WebSocketConnectionMetrics: @unchecked Sendable {
     let server: WebSocketServerMetrics
-    private var textIn = 0, textBytesIn = 0, binaryIn = 0, binaryBytesIn = 0
-    private var textOut = 0, textBytesOut = 0, binaryOut = 0, binaryBytesOut = 0
-    private var deflateBefore = 0, deflateAfter = 0, inflateBefore = 0, inflateAfter = 0
-    private var dirty = false
+
+    /// The counts not yet handed to the backend.
+    struct Counts {
+        var textIn = 0, textBytesIn = 0, binaryIn = 0, binaryBytesIn = 0
+        var textOut = 0, textBytesOut = 0, binaryOut = 0, binaryBytesOut = 0
+        var deflateBefore = 0, deflateAfter = 0, inflateBefore = 0, inflateAfter = 0
+        var dirty = false
+    }
+
+    /// Touched on the connection's event loop only. Unchecked: a class's stored `var` costs a
+    /// dynamic exclusivity check (swift_beginAccess) per access even in release builds, and
+    /// these are touched for every message.
+    @exclusivity(unchecked) private var counts = Counts()
 
     init(server: WebSocketServerMetrics) {
         self.server = server
@@ -208,64 +217,62 @@ final class WebSocketConnectionMetrics: @unchecked Sendable {
         guard case .message(let message) = event else { return }
         switch message {
         case .utf8(let text):
-            textIn += 1
-            textBytesIn += text.utf8.count
+            counts.textIn += 1
+            counts.textBytesIn += text.utf8.count
         case .binary(let bytes):
-            binaryIn += 1
-            binaryBytesIn += bytes.readableBytes
+            counts.binaryIn += 1
+            counts.binaryBytesIn += bytes.readableBytes
         }
-        dirty = true
+        counts.dirty = true
     }
 
     /// A message sent; `flushNow` outside a read loop (nothing else would flush soon).
     func sent(opcode: WebSocketOpcode, bytes: Int, flushNow: Bool) {
         if opcode == .text {
-            textOut += 1
-            textBytesOut += bytes
+            counts.textOut += 1
+            counts.textBytesOut += bytes
         } else {
-            binaryOut += 1
-            binaryBytesOut += bytes
+            counts.binaryOut += 1
+            counts.binaryBytesOut += bytes
         }
-        dirty = true
+        counts.dirty = true
         if flushNow { flush() }
     }
 
     /// A message compressed by permessage-deflate.
     func deflated(from before: Int, to after: Int) {
-        deflateBefore += before
-        deflateAfter += after
-        dirty = true
+        counts.deflateBefore += before
+        counts.deflateAfter += after
+        counts.dirty = true
     }
 
     /// Part of a message decompressed by permessage-deflate.
     func inflated(from before: Int, to after: Int) {
-        inflateBefore += before
-        inflateAfter += after
-        dirty = true
+        counts.inflateBefore += before
+        counts.inflateAfter += after
+        counts.dirty = true
     }
 
     /// Hands the counts to the backend.
     func flush() {
-        guard dirty else { return }
-        dirty = false
-        func add(_ counter: Counter, _ value: inout Int) {
-            if value != 0 {
-                counter.increment(by: value)
-                value = 0
-            }
+        guard counts.dirty else { return }
+        let c = counts
+        counts = Counts()
+        func add(_ counter: Counter, _ value: Int) {
+            if value != 0 { counter.increment(by: value) }
         }
-        add(server.messagesIn.text, &textIn)
-        add(server.bytesIn.text, &textBytesIn)
-        add(server.messagesIn.binary, &binaryIn)
-        add(server.bytesIn.binary, &binaryBytesIn)
-        add(server.messagesOut.text, &textOut)
-        add(server.bytesOut.text, &textBytesOut)
-        add(server.messagesOut.binary, &binaryOut)
-        add(server.bytesOut.binary, &binaryBytesOut)
-        add(server.deflateOut.uncompressed, &deflateBefore)
-        add(server.deflateOut.compressed, &deflateAfter)
-        add(server.inflateIn.compressed, &inflateBefore)
-        add(server.inflateIn.uncompressed, &inflateAfter)
+        add(server.messagesIn.text, c.textIn)
+        add(server.bytesIn.text, c.textBytesIn)
+        add(server.messagesIn.binary, c.binaryIn)
+        add(server.bytesIn.binary, c.binaryBytesIn)
+        add(server.messagesOut.text, c.textOut)
+        add(server.bytesOut.text, c.textBytesOut)
+        add(server.messagesOut.binary, c.binaryOut)
+        add(server.bytesOut.binary, c.binaryBytesOut)
+        add(server.deflateOut.uncompressed, c.deflateBefore)
+        add(server.deflateOut.compressed, c.deflateAfter)
+        add(server.inflateIn.compressed, c.inflateBefore)
+        add(server.inflateIn.uncompressed, c.inflateAfter)
     }
 }
 
