@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/websocket-kit.git", exact: "2.16.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", exact: "2.28.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", exact: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(name: "BenchSupport", path: "Sources/BenchSupport"),
@@ -31,6 +33,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Sources/EchoOursAsync"),
+        .executableTarget(
+            name: "echo-ours-metrics",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "WebSocket", package: "swift-websocket-node"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Sources/EchoOursMetrics"),
         .executableTarget(
             name: "echo-nio",
             dependencies: [

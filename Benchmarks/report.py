@@ -62,7 +62,7 @@ for (w, s, _rep), values in rows.items():
 
 
 # Not peers: `floor` (run.sh --floor) and Python `websockets` (run.sh --python), when the run has them.
-SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python", "ours-async") if any(s == r and not w.startswith("W7") for (w, s, _k) in data)]
+SERVERS = ["ours"] + PEERS + [r for r in ("floor", "python", "ours-async", "ours-metrics") if any(s == r and not w.startswith("W7") for (w, s, _k) in data)]
 
 
 def median(w, s, key):
@@ -127,6 +127,32 @@ if any(s == "ours-async" for (_w, s, _k) in data):
         m2 = ("yes" if r2 >= to_hb else "NO") if (r2 is not None and to_hb) else ""
         label = next((lab for (ww, kk, _hi, _t, lab) in ROWS if ww == w and kk == key), w)
         print(f"{label:44} {fmt(a):>13} {fmt(r1) if r1 else '-':>9} {'>=' + str(to_ours):>7}  {m1:3} {fmt(r2) if r2 else '-':>13} {('>=' + str(to_hb)) if to_hb else '':>7}  {m2:3}")
+
+# Metrics with a backend (run.sh --metrics): echo-ours-metrics against echo-ours. "paired" is the
+# median, over repetitions, of each repetition's ratio (the two run one after the other, so a
+# loaded machine's drift cancels more); "us/msg" compares server CPU per message the same way.
+def paired(w, key):
+    ratios = []
+    for (ww, s, rep), values in rows.items():
+        if ww != w or s != "ours-metrics":
+            continue
+        other = rows.get((w, "ours", rep), {})
+        if values.get(key) and other.get(key):
+            ratios.append(values[key] / other[key])
+    return statistics.median(ratios) if ratios else None
+
+
+if any(s == "ours-metrics" for (_w, s, _k) in data):
+    print()
+    print(f"{'metrics with a backend (prometheus)':44} {'ours-metrics':>13} {'ours':>13} {'/ours':>9} {'paired':>9} {'us/msg':>9} {'target':>7}  met")
+    for w in ("W1", "W2", "W3"):
+        key = "mb_per_s" if w == "W3" else "msgs_per_s"
+        m, o = median(w, "ours-metrics", key), median(w, "ours", key)
+        if m is None or not o:
+            continue
+        r, pr, cpu = m / o, paired(w, key), paired(w, "server_us_per_op")
+        label = next((lab for (ww, kk, _hi, _t, lab) in ROWS if ww == w and kk == key), w)
+        print(f"{label:44} {fmt(m):>13} {fmt(o):>13} {fmt(r):>9} {fmt(pr):>9} {fmt(cpu):>9} {'>=0.95':>7}  {'yes' if r >= 0.95 else 'NO':3}")
 
 # W7: broadcast fan-out, one table per run with every N it has.
 W7_SERVERS = ["ours", "ours-loop", "hummingbird", "python", "uws"]

@@ -20,6 +20,13 @@
 # connection.write(message) }`); the table then compares it with the callback echo and with
 # hummingbird-websocket's async echo.
 #
+# --metrics adds echo-ours-metrics to W1-W3: the same echo with a swift-metrics backend
+# (swift-prometheus) bootstrapped, so the library records its metrics; the table compares it with
+# echo-ours (the cost of metrics with a backend). `--only W2 --metrics --peers none --reps 11`
+# measures just that, interleaved (ours, ours-metrics, ours, ...).
+#
+# --peers nio,websocketkit,hummingbird (the default) or none: the peers run beside ours.
+#
 # W7 (broadcast fan-out, --only W7) runs N = 100 and N = 1,000 connections on /broadcast against
 # broadcast-ours (topics), broadcast-ours-loop (a hand-written loop, no topics),
 # broadcast-hummingbird (a hand-written loop), Python websockets' broadcast()
@@ -40,10 +47,12 @@ MICRO=1
 FLOOR=0
 PYTHON_REF=0
 ASYNC=0
+METRICS=0
 SERVER_CPU=0
 LOAD_CPU=1
 IDLE_CONNS=10000
 W7_CONNS="100 1000"
+PEER_LIST="nio,websocketkit,hummingbird"
 while [ $# -gt 0 ]; do
     case "$1" in
     --reps) REPS=$2; shift 2 ;;
@@ -57,17 +66,24 @@ while [ $# -gt 0 ]; do
     --floor) FLOOR=1; shift ;;
     --python) PYTHON_REF=1; shift ;;
     --async) ASYNC=1; shift ;;
-    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--w7-conns \"100 1000\"] [--no-build] [--no-micro] [--floor] [--python] [--async]" >&2; exit 2 ;;
+    --metrics) METRICS=1; shift ;;
+    --peers) PEER_LIST=$2; shift 2 ;;
+    *) echo "usage: $0 [--reps N] [--duration S] [--warmup S] [--only W1,W2,...] [--idle-conns N] [--w7-conns \"100 1000\"] [--no-build] [--no-micro] [--floor] [--python] [--async] [--metrics] [--peers nio,websocketkit,hummingbird|none]" >&2; exit 2 ;;
     esac
 done
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
-SERVERS=(ours nio websocketkit hummingbird)
+SERVERS=(ours)
+if [ "$PEER_LIST" != none ]; then
+    IFS=, read -r -a peers <<< "$PEER_LIST"
+    SERVERS+=("${peers[@]}")
+fi
 [ "$FLOOR" = 1 ] && SERVERS+=(floor)
 # Echo workloads only (W1-W3): the Python reference.
 REFERENCE=()
 [ "$PYTHON_REF" = 1 ] && REFERENCE=(python)
 [ "$ASYNC" = 1 ] && REFERENCE+=(ours-async)
+[ "$METRICS" = 1 ] && REFERENCE+=(ours-metrics)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=results/$STAMP
 mkdir -p "$OUT"

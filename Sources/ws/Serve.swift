@@ -64,6 +64,9 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Log only warnings and errors (no line per connection).")
     var quiet = false
 
+    @Option(help: "Serve the library's metrics in Prometheus's text format on http://HOST:PORT/metrics (0 picks a free port).")
+    var metricsPort: Int?
+
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -88,6 +91,12 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "ws.serve") { _ in WSLogHandler(format: format, level: level) }
         logger.logLevel = level
 
+        if let metricsPort {
+            // Before the server is made: it resolves its metrics when created.
+            let address = try await MetricsEndpoint.start(host: host, port: metricsPort)
+            let shown = host.contains(":") ? "[\(host)]" : host
+            printLine("ws serve: metrics on http://\(shown):\(address.port ?? metricsPort)/metrics")
+        }
         var configuration = WebSocketServer.Configuration()
         configuration.maxReceivedFrameSize = maxFrameSize
         configuration.maxReceivedMessageSize = maxMessageSize

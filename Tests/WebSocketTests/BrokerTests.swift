@@ -82,6 +82,21 @@ struct BrokerTests {
         #expect(fixture.server.server.connectionCount == 0)
     }
 
+    @Test("run() as a Service starts the broker also with no listeners (a server inside Hummingbird), and stops it on cancellation")
+    func serviceWithoutListeners() async throws {
+        let broker = RecordingBroker()
+        let server = WebSocketServer(configuration: { var c = WebSocketServer.Configuration(); c.broker = broker; return c }())
+        #expect(server.listeners.isEmpty)
+        let run = Task { try await server.run() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while broker.starts == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(broker.starts == 1)
+        #expect(broker.delivery != nil)
+        run.cancel()
+        _ = await run.result
+        #expect(broker.shutDowns == 1)
+    }
+
     @Test("a broker that cannot start fails listen with its message; a later listen tries again")
     func failedStart() async throws {
         let broker = RecordingBroker()

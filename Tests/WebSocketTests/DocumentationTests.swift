@@ -36,4 +36,14 @@ struct DocumentationTests {
         let text = try output.contents()
         #expect(process.terminationStatus == 0, "scripts/docs.sh failed:\n\(text)")
     }
+
+    @Test("the Metrics article quotes Examples/Metrics/main.swift (compiled as example-metrics) word for word")
+    func metricsArticleQuotesTheExample() throws {
+        let article = try String(
+            contentsOf: Self.packageRoot.appendingPathComponent("Sources/WebSocket/WebSocket.docc/Metrics.md"), encoding: .utf8)
+        let blocks = article.components(separatedBy: "```swift\n").dropFirst().compactMap { $0.components(separatedBy: "```").first }
+        let source = try String(contentsOf: Self.packageRoot.appendingPathComponent("Examples/Metrics/main.swift"), encoding: .utf8)
+        let program = source.split(separator: "\n", omittingEmptySubsequences: false).drop { $0.hasPrefix("//") }.joined(separator: "\n")
+        #expect(blocks.contains(program))
+    }
 }

@@ -19,7 +19,7 @@ struct TopicDeliveryTests {
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         let connection = WebSocketConnection(
             channel: channel, role: .server, options: server.configuration.connectionOptions, protocol: nil,
-            extensions: [], remoteAddress: "127.0.0.1", webSocketVersion: 13, logger: server.logger,
+            extensions: [], remoteAddress: "127.0.0.1", webSocketVersion: 13, logger: server.logger, path: "/",
             topicRegistry: server.topicRegistry)
         try channel.pipeline.syncOperations.addHandler(connection.channelHandler)
         #expect(try connection.subscribe(to: topic))

@@ -101,7 +101,7 @@ extension WebSocketClient {
                 case .success(.http2(let connection)):
                     Self.openStream(on: connection, request: request, promise: promise)
                 case .success(.notSupported(let why)):
-                    self.logger.debug("WebSocket over HTTP/1.1", metadata: ["url": "\(url)", "reason": "\(why)"])
+                    self.logger.debug("WebSocket over HTTP/1.1", metadata: Self.attemptMetadata(url).merging(["url": "\(url)", "reason": "\(why)"]) { $1 })
                     self.connectHTTP1(
                         target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy,
                         proxyName: proxyName, promise: promise)
@@ -116,6 +116,14 @@ extension WebSocketClient {
             promise: promise)
     }
 
+    /// The keys of ``WebSocketLogMetadata`` for a line about an attempt that has no connection
+    /// (yet): the URL's `host:port` and path; no connection id, no subprotocol.
+    static func attemptMetadata(_ url: String) -> Logger.Metadata {
+        let target = try? WebSocketURL(url)
+        return WebSocketLogMetadata.metadata(
+            id: nil, remoteAddress: target?.authority ?? "", path: WebSocketLogMetadata.path(of: target?.resource ?? ""), protocol: nil)
+    }
+
     /// The ``WebSocketError`` an attempt failed with.
     static func webSocketError(_ failure: any Error, url: String) -> WebSocketError {
         if let failure = failure as? HandshakeFailure { return failure.error }
@@ -125,7 +133,7 @@ extension WebSocketClient {
     /// Emits `connectFailed`, or `httpResponse` for a refusal while such handlers are registered.
     func emitConnectFailure(_ failure: any Error, url: String) {
         let error = Self.webSocketError(failure, url: url)
-        logger.debug("WebSocket connect failed", metadata: ["url": "\(url)", "error": "\(error)"])
+        logger.debug("WebSocket connect failed", metadata: Self.attemptMetadata(url).merging(["url": "\(url)", "error": "\(error)"]) { $1 })
         if let response = (failure as? HandshakeFailure)?.response, !httpResponseHandlers.isEmpty {
             httpResponseHandlers.emit((response, self))
         } else {

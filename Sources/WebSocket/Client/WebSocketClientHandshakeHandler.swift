@@ -169,7 +169,8 @@ final class WebSocketClientHandshakeHandler: ChannelInboundHandler, RemovableCha
         let connection = WebSocketConnection(
             channel: context.channel, role: .client, options: request.options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: context.channel.remoteAddress?.ipAddress ?? "",
-            webSocketVersion: request.version, logger: request.logger, codecs: codecs)
+            webSocketVersion: request.version, logger: request.logger, path: WebSocketLogMetadata.path(of: request.target),
+            codecs: codecs)
         upgraded = connection
         // The HTTP handlers must be gone before anything is sent: the decoder observes writes
         // too. Its removal takes effect on the next tick and hands us, as an error, the bytes

@@ -56,8 +56,13 @@ public final class WebSocketConnection: Sendable {
     public let webSocketVersion: Int
     /// Whether this is the server or the client end.
     public let role: WebSocketRole
-    /// The logger this connection reports to.
+    /// The logger this connection reports to: the server's or client's, with the metadata keys
+    /// of ``WebSocketLogMetadata`` set (connection id, remote address, path, subprotocol), so
+    /// every line logged through it names the connection.
     public let logger: Logger
+    /// The connection's number in this process (`websocket.connection_id` in log lines): on a
+    /// server, the ``WebSocketRequest/id`` of the request it was accepted from.
+    public let id: UInt64
 
     /// Whether the connection runs on an HTTP/2 stream (the rest of its options are the handler's).
     private let isHTTP2Stream: Bool
@@ -140,6 +145,8 @@ public final class WebSocketConnection: Sendable {
         remoteAddress: String,
         webSocketVersion: Int,
         logger: Logger,
+        id: UInt64? = nil,
+        path: String,
         topicRegistry: WebSocketTopicRegistry? = nil,
         codecs: sending [any WebSocketExtensionCodec] = []
     ) {
@@ -152,7 +159,9 @@ public final class WebSocketConnection: Sendable {
         self.extensions = extensions
         self.remoteAddress = remoteAddress
         self.webSocketVersion = webSocketVersion
-        self.logger = logger
+        let id = id ?? WebSocketLogMetadata.nextID()
+        self.id = id
+        self.logger = WebSocketLogMetadata.logger(logger, id: id, remoteAddress: remoteAddress, path: path, protocol: `protocol`)
         self.topicRegistry = topicRegistry
         self.topicFraming = WebSocketTopicFraming(codecs: codecs)
         self.handler = WebSocketConnectionHandler(role: role, options: options, codecs: codecs)

@@ -19,6 +19,7 @@ extension WebSocketConnectionHandler {
             completion?(error)
             return error
         }
+        metrics?.sent(opcode: opcode, bytes: payload.readableBytes, flushNow: !inReadLoop)
         output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
         return nil
     }
@@ -151,6 +152,7 @@ extension WebSocketConnectionHandler {
     }
 
     func flushIfNeeded() {
+        metrics?.flush()
         publishedBytesUnflushed = 0
         if needsFlush, let context {
             needsFlush = false

@@ -19,6 +19,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     /// Set by the connection right after creation; cleared when the socket closes.
     var connection: WebSocketConnection?
+    /// Counts for swift-metrics (Metrics/); nil without a metrics backend. Set before the handler
+    /// is in a pipeline, then read on its event loop only, twice per message: unchecked, as a
+    /// checked class property costs a dynamic exclusivity check per access.
+    @exclusivity(unchecked) var metrics: WebSocketConnectionMetrics?
     var machine: WebSocketConnectionStateMachine
     var context: ChannelHandlerContext?
 
@@ -123,6 +127,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         graceTimer?.cancel()
         held.removeAll()
         batch = nil
+        metrics?.flush()
         let connection = self.connection
         self.connection = nil
         connection?.didClose(handshakeCompleted: machine.handshakeCompleted)
@@ -156,6 +161,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             connection?.writabilityRestored()
+        } else {
+            metrics?.server.pausesOut.increment()
         }
         context.fireChannelWritabilityChanged()
     }
@@ -183,9 +190,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         guard let connection else { return }
         switch inbound {
         case .deliver(let event):
+            metrics?.received(event)
             switch connection.deliver(event) {
             case .delivered: break
-            case .backpressure: streamBackpressure = true
+            case .backpressure:
+                streamBackpressure = true
+                metrics?.server.pausesIn.increment()
             case .awaitingConsumer: awaitingConsumer = true
             }
         case .ignore:
@@ -201,6 +211,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             output.finish(promise: nil)
             perform(effects)
         case .failed(let error, let effects):
+            metrics?.server.protocolFailure(code: error.closeCode)
             connection.logger.debug("WebSocket protocol error", metadata: ["code": "\(error.closeCode)", "reason": "\(error.reason)"])
             output.finish(promise: nil)
             perform(effects)

@@ -16,6 +16,8 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
     /// idle connection without context takeover holds no zlib state.
     private var compressor: ZlibCompressor?
     private var decompressor: ZlibDecompressor?
+    /// The connection's counts for swift-metrics; nil without a metrics backend.
+    var metrics: WebSocketConnectionMetrics?
 
     /// The empty stored block that ends every compressed message (RFC 7692 §7.2.1).
     private static let tail: [UInt8] = [0x00, 0x00, 0xFF, 0xFF]
@@ -37,6 +39,7 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
         guard allowed, compressWindowBits >= 9, message.readableBytes >= options.threshold else { return nil }
         let compressor = try self.compressor ?? Self.makeCompressor(options: options, windowBits: compressWindowBits)
         let output = try Self.deflate(message, with: compressor, allocator: allocator)
+        metrics?.deflated(from: message.readableBytes, to: output.readableBytes)
         if resetCompressor { self.compressor = nil } else { self.compressor = compressor }
         return (output, 0x40)
     }
@@ -117,7 +120,9 @@ final class PerMessageDeflateCodec: WebSocketExtensionCodec {
         }
         self.decompressor = decompressor
         let start = output.writerIndex
+        let compressed = input.readableBytes
         try inflate(&input, decompressor, into: &output, limit: limit)
+        metrics?.inflated(from: compressed - input.readableBytes, to: output.writerIndex - start)
         if endOfMessage {
             // The tail can complete a code the input left open: it counts against the same limit.
             var tail = ByteBuffer(bytes: Self.tail)

@@ -133,7 +133,7 @@ final class WebSocketHTTP2ClientStreamHandler: ChannelInboundHandler, RemovableC
             channel: channel, role: .client, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated),
             remoteAddress: (channel.remoteAddress ?? channel.parent?.remoteAddress)?.ipAddress ?? "",
-            webSocketVersion: 13, logger: request.logger, codecs: codecs)
+            webSocketVersion: 13, logger: request.logger, path: WebSocketLogMetadata.path(of: request.target), codecs: codecs)
         let pipeline = context.pipeline.syncOperations
         do {
             try pipeline.addHandlers([WebSocketHTTP2StreamBridge(closeTimeout: options.closeTimeout), connection.channelHandler])

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHPACK
 import NIOHTTP1
@@ -32,6 +33,14 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         self.context = context
     }
 
+    /// The keys of ``WebSocketLogMetadata``: the request's, once it was read; before, the TCP
+    /// peer's address only.
+    private func logMetadata(context: ChannelHandlerContext) -> Logger.Metadata {
+        if let pendingRequest { return pendingRequest.logMetadata }
+        let peer = context.channel.parent?.remoteAddress ?? context.channel.remoteAddress
+        return WebSocketLogMetadata.metadata(id: nil, remoteAddress: peer?.ipAddress ?? "", path: "", protocol: nil)
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         requestTimer?.cancel()
         self.context = nil
@@ -48,7 +57,7 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        server.logger.debug("HTTP/2 stream error", metadata: ["error": "\(error)"])
+        server.logger.debug("HTTP/2 stream error", metadata: logMetadata(context: context).merging(["error": "\(error)"]) { $1 })
         if !answered {
             server.upgradeErrorHandlers.emit(WebSocketError(.handshakeFailed, "HTTP/2 stream error during the opening handshake: \(error)"))
         }
@@ -214,7 +223,9 @@ final class WebSocketHTTP2ConnectionErrorHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        server.logger.debug("HTTP/2 error", metadata: ["error": "\(error)"])
+        // About the TCP connection that carries the streams: no WebSocket of its own.
+        let metadata = WebSocketLogMetadata.metadata(id: nil, remoteAddress: context.channel.remoteAddress?.ipAddress ?? "", path: "", protocol: nil)
+        server.logger.debug("HTTP/2 error", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         // HTTP/2 and HPACK errors come here after the HTTP/2 handler acted on them: a stream
         // error reset that one stream (the others, WebSockets of other users behind the same
         // proxy maybe, go on), a connection error sent GOAWAY (the peer closes; too many stream

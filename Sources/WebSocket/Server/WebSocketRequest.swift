@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -38,8 +39,13 @@ public final class WebSocketRequest: Sendable {
     /// Whether the request came as an extended CONNECT over HTTP/2 (RFC 8441) rather than an
     /// HTTP/1.1 upgrade. Such a request has no `key` (it is empty).
     public var isHTTP2: Bool { httpRequest.version.major == 2 }
+    /// The request's number in this process, `websocket.connection_id` in log lines (see
+    /// ``WebSocketLogMetadata``); the connection it is accepted as keeps it.
+    public let id = WebSocketLogMetadata.nextID()
 
     let server: WebSocketServer
+    /// When the request arrived (the handshake duration metric).
+    let receivedAt = NIODeadline.now()
     private let handshake: NIOLoopBound<any WebSocketHandshakeResponder>
     private let decided = NIOLockedValueBox(false)
     let acceptedHandlers = WebSocketEventHandlers<WebSocketConnection>()
@@ -66,6 +72,12 @@ public final class WebSocketRequest: Sendable {
         self.cookies = upgrade.cookies
         self.remoteAddress = upgrade.remoteAddress
         self.remoteAddresses = upgrade.remoteAddresses
+    }
+
+    /// The metadata of a log line about this request (``WebSocketLogMetadata``; no subprotocol
+    /// chosen yet).
+    var logMetadata: Logger.Metadata {
+        WebSocketLogMetadata.metadata(id: id, remoteAddress: remoteAddress, path: resourceURL.path, protocol: nil)
     }
 
     /// Registers a handler for `requestAccepted`, with the new connection.
@@ -115,10 +127,17 @@ public final class WebSocketRequest: Sendable {
 
         var options = server.configuration.connectionOptions
         options.isHTTP2Stream = isHTTP2
+        let metrics = server.metrics.map(WebSocketConnectionMetrics.init(server:))
+        for codec in codecs { (codec as? PerMessageDeflateCodec)?.metrics = metrics }
         let connection = WebSocketConnection(
             channel: socket, role: .server, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
-            logger: server.logger, topicRegistry: server.topicRegistry, codecs: codecs)
+            logger: server.logger, id: id, path: resourceURL.path, topicRegistry: server.topicRegistry, codecs: codecs)
+        if let metrics {
+            // Before the handler is in a pipeline: from then on only its event loop uses it.
+            connection.channelHandler.metrics = metrics
+            metrics.server.handshakeAccepted(since: receivedAt)
+        }
         let answer = headers
         let execute: @Sendable () -> Void = {
             self.handshake.value.switchToWebSocket(connection: connection, headers: answer)
@@ -165,6 +184,7 @@ public final class WebSocketRequest: Sendable {
     /// `X-WebSocket-Reject-Reason` and `extraHeaders`, then closes the socket.
     public func reject(status: Int = 403, reason: String? = nil, extraHeaders: [String: String] = [:]) {
         guard (try? markDecided()) != nil else { return }
+        server.metrics?.handshakeRefused(status: status, since: receivedAt)
         let execute: @Sendable () -> Void = {
             self.handshake.value.reject(status: status, reason: reason, extraHeaders: extraHeaders)
             self.rejectedHandlers.emit(())

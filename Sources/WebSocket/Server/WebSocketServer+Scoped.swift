@@ -25,8 +25,7 @@ extension WebSocketServer {
             if Task.isCancelled {
                 try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
             } else if let failure {
-                connection.logger.debug(
-                    "WebSocket connection handler threw", metadata: ["error": "\(failure)", "remoteAddress": "\(connection.remoteAddress)"])
+                connection.logger.debug("WebSocket connection handler threw", metadata: ["error": "\(failure)"])
                 try? connection.close(
                     reasonCode: WebSocketCloseReason.internalServerError, description: WebSocketCloseReason.truncatedDescription(String(describing: failure)))
             } else {

@@ -45,6 +45,8 @@ public final class WebSocketServer: Sendable {
     let scopedHandlers = WebSocketScopedHandlers()
     /// Topics: subscriptions and the delivery of published messages (WebSocketServer+Topics.swift).
     let topicRegistry: WebSocketTopicRegistry
+    /// The server's swift-metrics objects; nil without a metrics backend (Metrics/).
+    let metrics = WebSocketServerMetrics.resolve()
 
     /// A plain (non-upgrade) HTTP request handler: gets the request head and answers with a
     /// status, extra headers and a body.
@@ -278,6 +280,7 @@ public final class WebSocketServer: Sendable {
 
     func connectionOpened(_ connection: WebSocketConnection) {
         state.withLockedValue { $0.connections[ObjectIdentifier(connection)] = connection }
+        metrics?.connectionOpened()
         let open = connection.attach(to: self)
         connectHandlers.emit(connection)
         if !open {
@@ -289,6 +292,7 @@ public final class WebSocketServer: Sendable {
     /// A counted connection closed (called by the connection, before its own close handlers).
     func connectionClosed(_ connection: WebSocketConnection, code: Int, description: String) {
         state.withLockedValue { _ = $0.connections.removeValue(forKey: ObjectIdentifier(connection)) }
+        metrics?.connectionClosed(code: code)
         closeHandlers.emit((connection, code, description))
     }
 }

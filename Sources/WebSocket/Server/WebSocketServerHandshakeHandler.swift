@@ -27,14 +27,28 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     private var pendingRequest: WebSocketRequest?
     /// The request's Sec-WebSocket-Key, for the 101's Sec-WebSocket-Accept.
     private var connectionKey = ""
+    /// Set on a channel shared with another HTTP server (an application framework, see
+    /// ``WebSocketServer/configurePipeline(for:upgradingWhere:otherwise:)``): what this server
+    /// does not take, that server gets.
+    let passOn: PassOn?
 
-    init(server: WebSocketServer) {
+    /// Which upgrade requests this server takes, and how the channel goes to the other server.
+    struct PassOn {
+        /// Whether this server takes an upgrade request (`Upgrade: websocket`).
+        var takes: @Sendable (HTTPRequestHead) -> Bool
+        /// Installs the other server's handlers; called on the event loop, after this server's
+        /// handlers left the pipeline and before the bytes read so far are passed on again.
+        var install: (Channel) throws -> Void
+    }
+
+    init(server: WebSocketServer, passOn: PassOn? = nil) {
         self.server = server
+        self.passOn = passOn
     }
 
     /// Adds the handshake handlers to a fresh server channel.
-    static func install(on channel: Channel, server: WebSocketServer) throws {
-        let handshake = WebSocketServerHandshakeHandler(server: server)
+    static func install(on channel: Channel, server: WebSocketServer, passOn: PassOn? = nil) throws {
+        let handshake = WebSocketServerHandshakeHandler(server: server, passOn: passOn)
         let reader = HandshakeRequestReader(limit: server.configuration.maxHandshakeSize, handshake: handshake)
         handshake.reader = reader
         try channel.pipeline.syncOperations.addHandlers([reader, handshake])
@@ -45,6 +59,11 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         let timeout = server.configuration.handshakeTimeout
         handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(scheduling: timeout)) {
             guard !self.finished else { return }
+            if self.passOn != nil {
+                // The other server decides what to do with a slow client.
+                self.passOnToOtherServer(context: context)
+                return
+            }
             self.finished = true
             self.server.upgradeErrorHandlers.emit(
                 WebSocketError(.timeout, "The client did not send a complete request within \(timeout)"))
@@ -86,6 +105,10 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
     /// A complete request head, from NIO's decoder or straight from the reader's fast path.
     func received(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         guard !finished else { return }
+        if let passOn, !(WebSocketHandshake.headerContainsToken(head.headers, "upgrade", "websocket") && passOn.takes(head)) {
+            passOnToOtherServer(context: context)
+            return
+        }
         finished = true
         handshakeTimer?.cancel()
         handleRequest(head, context: context)
@@ -113,6 +136,31 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         respond(status: .badRequest, headers: [:], body: "Bad Request")
     }
 
+    /// Hands the channel to the other HTTP server (see ``PassOn``): takes this server's handlers
+    /// out, lets `install` add the other server's, and passes on every byte read so far.
+    func passOnToOtherServer(context: ChannelHandlerContext) {
+        guard let passOn, !finished else { return }
+        finished = true
+        handshakeTimer?.cancel()
+        let channel = context.channel
+        let pipeline = context.pipeline.syncOperations
+        let raw = reader?.takeRawInput()
+        if let reader { _ = pipeline.removeHandler(reader) }
+        _ = pipeline.removeHandler(context: context)
+        do {
+            try passOn.install(channel)
+        } catch {
+            server.upgradeErrorHandlers.emit(
+                WebSocketError(.handshakeFailed, "The other HTTP server could not take the connection: \(error)"))
+            channel.close(promise: nil)
+            return
+        }
+        if let raw, raw.readableBytes > 0 {
+            channel.pipeline.fireChannelRead(NIOAny(raw))
+            channel.pipeline.fireChannelReadComplete()
+        }
+    }
+
     /// Carries out ``WebSocketServerHandshake``'s verdict on the request.
     private func handleRequest(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let channel = context.channel
@@ -128,10 +176,12 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             return
         case .refuse(let refusal):
             server.upgradeErrorHandlers.emit(refusal.error)
+            server.metrics?.handshakeRefused(status: Int(refusal.status.code))
             respond(status: refusal.status, headers: refusal.headers, body: refusal.body)
             return
         }
         if server.refusesNewConnection() {
+            server.metrics?.handshakeRefused(status: 503)
             respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
             return
         }
@@ -240,6 +290,13 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private let limit: Int
+    /// Keep every byte read (``rawInput``) until the request is decided: the channel may yet go
+    /// to another HTTP server (``WebSocketServerHandshakeHandler/PassOn``), which reads them
+    /// again. Such a reader never puts NIO's decoder in: what the fast path does not read goes to
+    /// the other server.
+    private let keepsRawInput: Bool
+    /// All bytes read so far (with `keepsRawInput`).
+    private var rawInput: ByteBuffer?
     private var handshake: WebSocketServerHandshakeHandler?
     private var state = State.head
     private var seen = 0
@@ -250,6 +307,20 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
     init(limit: Int, handshake: WebSocketServerHandshakeHandler) {
         self.limit = limit
         self.handshake = handshake
+        self.keepsRawInput = handshake.passOn != nil
+    }
+
+    /// The bytes read so far, for another HTTP server (see `keepsRawInput`).
+    func takeRawInput() -> ByteBuffer? {
+        defer { rawInput = nil }
+        return rawInput
+    }
+
+    /// Passes the channel on to the other HTTP server (from within a read).
+    private func passOn(context: ChannelHandlerContext) {
+        if let handshake, let handshakeContext = try? context.pipeline.syncOperations.context(handler: handshake) {
+            handshake.passOnToOtherServer(context: handshakeContext)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -261,6 +332,10 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
         guard !tripped else { return }
         var buffer = unwrapInboundIn(data)
         seen += buffer.readableBytes
+        if keepsRawInput, case .head = state {
+            readKeepingRawInput(context: context, buffer)
+            return
+        }
         if seen > limit {
             tripped = true
             pending = nil
@@ -302,6 +377,38 @@ final class HandshakeRequestReader: ChannelInboundHandler, RemovableChannelHandl
                 state = .decoder(decoder)
                 context.fireChannelRead(wrapInboundOut(buffer))
             }
+        }
+    }
+
+    /// The head of a channel shared with another HTTP server: an upgrade request this server
+    /// takes goes on as usual; anything else (no `Upgrade: websocket`, a head outside the fast
+    /// path's subset, or one that grows past the limit) goes to the other server, every byte.
+    private func readKeepingRawInput(context: ChannelHandlerContext, _ input: ByteBuffer) {
+        var buffer = input
+        let fromChannel = rawInput == nil
+        if var earlier = rawInput {
+            rawInput = nil
+            earlier.writeBuffer(&buffer)
+            buffer = earlier
+        }
+        switch HTTPRequestHeadParser.parse(buffer) {
+        case .incomplete:
+            // Input kept across reads is in storage of its own (see `ownStorage`).
+            rawInput = fromChannel ? buffer.ownStorage() : buffer
+            if seen > limit { passOn(context: context) }
+        case .fallback:
+            rawInput = buffer
+            passOn(context: context)
+        case .parsed(let head, let length):
+            rawInput = buffer
+            buffer.moveReaderIndex(forwardBy: length)
+            state = .handedOver
+            if buffer.readableBytes > 0 { pending = buffer }
+            if let handshake, let handshakeContext = try? context.pipeline.syncOperations.context(handler: handshake) {
+                handshake.received(head, context: handshakeContext)
+            }
+            // Still here: this server took the request, and the bytes are no longer needed.
+            if handshake != nil { rawInput = nil }
         }
     }
 

@@ -2,7 +2,8 @@ import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 extension WebSocketServer: Service {
-    /// Runs the server as a ServiceLifecycle `Service`: listens on ``listeners``, then waits;
+    /// Runs the server as a ServiceLifecycle `Service`: starts its ``Configuration/broker`` and
+    /// listens on ``listeners`` (there may be none), then waits;
     /// on graceful shutdown (SIGTERM in a `ServiceGroup`) or cancellation it calls
     /// ``shutDown()``, which sends 1001 to every connection and waits for them to close. If a
     /// listener cannot be opened, the ones already open are closed and the error is thrown.
@@ -92,7 +93,7 @@ extension WebSocketServer: Service {
                         } catch {
                             logger.info(
                                 "WebSocket request handler threw",
-                                metadata: ["resource": "\(request.resource)", "remote": "\(request.remoteAddress)", "error": "\(error)"])
+                                metadata: request.logMetadata.merging(["error": "\(error)"]) { $1 })
                         }
                         continuation.yield(.handled)
                     }
@@ -118,6 +119,9 @@ extension WebSocketServer: Service {
     /// then throws that error.
     private func serve(beforeShutDown: @Sendable () -> Void) async throws {
         do {
+            // Also for a server with no listeners of its own (one inside another HTTP server, as
+            // the Hummingbird adapter runs it): its broker starts here.
+            try await startBroker()
             for listener in listeners {
                 try await listen(host: listener.host, port: listener.port, tlsConfiguration: listener.tlsConfiguration)
             }

@@ -32,6 +32,8 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
 
     // Everything below is guarded by `lock`.
     private let lock = NIOLock()
+    /// Subscriptions and publications for swift-metrics (Metrics/); nil without a backend.
+    private let metrics = WebSocketTopicMetrics.resolve()
     private var topics: [String: Topic] = [:]
     private var memberships: [ObjectIdentifier: Set<String>] = [:]
     private var inboxes: [ObjectIdentifier: Inbox] = [:]
@@ -126,6 +128,7 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
             entry.count += 1
             entry.framings[connection.topicFraming, default: 0] += 1
             topics[topic] = entry
+            metrics?.subscriptions.increment()
             return true
         }
     }
@@ -170,6 +173,7 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
         entry.framings[framing, default: 1] -= 1
         if entry.framings[framing] == 0 { entry.framings[framing] = nil }
         topics[topic] = entry.count == 0 ? nil : entry
+        metrics?.subscriptions.decrement()
     }
 
     /// The topics `connection` is subscribed to.
@@ -255,6 +259,7 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
     /// nothing (the text of a ``WebSocketPublication/Payload/text(_:)`` is not even encoded).
     func deliver(_ payload: WebSocketPublication.Payload, to topic: String, compress: Bool, sender: WebSocketConnection?) -> Int {
         guard topic.utf8.count <= Self.maxTopicBytes else { return 0 }
+        metrics?.publishes.increment()
         let senderID = sender.map(ObjectIdentifier.init)
         // The snapshot: the subscribers of each loop, and what framings they need.
         let snapshot: (count: Int, groups: [LoopSubscribers], lists: [[Subscriber]], versions: [UInt64], framings: [WebSocketTopicFraming])? =
