@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite. Sets up what the tests need first, so it works on a fresh machine:
 #  - Debian packages for the real peers: nginx (reverse-proxy test), Chromium (browser test),
-#    Node 20 (interop; the machine image has it), curl with HTTP/2 (plain request over h2) —
+#    Node 20 (interop; the machine image has it), curl with HTTP/2 (plain request over h2),
+#    PostgreSQL 15 (the cluster tests start throwaway servers of their own) —
 #    installed with apt-get when missing and root;
 #  - a Python venv (.venv) with `websockets` and `h2`, the independent peers of the interop tests.
 # Extra arguments go to `swift test` (e.g. `scripts/test.sh --filter Handshake`).
@@ -14,6 +15,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+# PostgreSQL 15 for the cluster tests: each starts a throwaway server of its own (initdb, pg_ctl).
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "scripts/test.sh: installing ${missing[*]}"

@@ -92,17 +92,7 @@ final class ThrowawayPostgres: Sendable {
         let argv = asPostgres && getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("ws-pg-run-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: output) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { for argument in cArguments { free(argument) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
-        guard spawned == 0 else { throw PostgresTestError("could not start \(argv[0]): error \(spawned)") }
+        let pid = try spawn(argv, output: output)
         var status: Int32 = 0
         let deadline = Date().addingTimeInterval(60)
         while waitpid(pid, &status, WNOHANG) == 0 {
@@ -120,6 +110,23 @@ final class ThrowawayPostgres: Sendable {
             throw PostgresTestError("\(executable) \(arguments.joined(separator: " ")) failed (status \(status)): \(text)")
         }
         return text
+    }
+
+    /// Starts `argv` with stdin from /dev/null and stdout and stderr into the file `output`.
+    /// posix_spawn rather than Foundation's Process: see `run`.
+    static func spawn(_ argv: [String], output: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let cArguments = argv.map { strdup($0) } + [nil]
+        defer { for argument in cArguments { free(argument) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, cArguments, environ)
+        guard spawned == 0 else { throw PostgresTestError("could not start \(argv[0]): error \(spawned)") }
+        return pid
     }
 
     /// A free TCP port on 127.0.0.1 (bound, then released).
