@@ -26,6 +26,14 @@ private func recordingSocket(
     return (socket, events)
 }
 
+/// A port on 127.0.0.1 where nothing listens (bound, then closed).
+private func unusedPort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+    let port = channel.localAddress!.port!
+    try await channel.close()
+    return port
+}
+
 @Suite("W3CWebSocket")
 struct W3CWebSocketTests {
     @Test("handlers set after the socket opened still get the open event first, then the messages")
@@ -157,18 +165,107 @@ struct W3CWebSocketTests {
 
     @Test("a connection that cannot be opened: onerror, then onclose 1006, readyState CLOSED")
     func connectFailure() async throws {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress!.port!
-        try await channel.close()
-        let errors = Expectation<String>()
-        let (socket, events) = try recordingSocket(url: "ws://127.0.0.1:\(port)/")
+        let port = try await unusedPort()
+        let events = Expectation<W3CEvent>()
+        let errors = Expectation<WebSocketError?>()
+        // Each handler is set once, right after init (the refusal can come before or between).
+        let socket = try W3CWebSocket(url: "ws://127.0.0.1:\(port)/")
         socket.onerror = { event in
-            errors.fulfill(event.message)
-            #expect((event.error as? WebSocketError)?.code == .connectionRefused)
+            errors.fulfill(event.error as? WebSocketError)
+            events.fulfill(.error)
         }
-        #expect(try await errors.value().contains("refused"))
+        socket.onclose = { [unowned socket] in events.fulfill(.close($0, readyState: socket.readyState)) }
+        #expect(try await events.value() == .error)
+        let error = try await errors.value()
+        #expect(error?.code == .connectionRefused)
+        #expect(error?.message.contains("refused") == true)
         #expect(try await events.value() == .close(.init(code: 1006, reason: "connection failed", wasClean: false), readyState: W3CWebSocket.CLOSED))
         #expect(socket.readyState == W3CWebSocket.CLOSED)
+    }
+
+    @Test("a refused connection's error and close reach handlers set after it failed, in order, readyState CLOSED")
+    func failureBeforeHandlers() async throws {
+        let port = try await unusedPort()
+        let socket = try W3CWebSocket(url: "ws://127.0.0.1:\(port)/")
+        // The failure happens before any handler is set, as it can just after init.
+        try await waitUntil(10, "the connection to fail") { socket.readyState == W3CWebSocket.CLOSED }
+        let events = Expectation<W3CEvent>()
+        let errors = Expectation<WebSocketError?>()
+        socket.onerror = { event in
+            errors.fulfill(event.error as? WebSocketError)
+            events.fulfill(.error)
+        }
+        socket.onclose = { [unowned socket] in events.fulfill(.close($0, readyState: socket.readyState)) }
+        #expect(try await events.value() == .error)
+        #expect(try await errors.value()?.code == .connectionRefused)
+        #expect(try await events.value() == .close(.init(code: 1006, reason: "connection failed", wasClean: false), readyState: W3CWebSocket.CLOSED))
+        // Delivered once: setting the handlers again brings nothing more.
+        socket.onerror = { _ in events.fulfill(.error) }
+        socket.onclose = { [unowned socket] in events.fulfill(.close($0, readyState: socket.readyState)) }
+        try await barrier(socket.eventLoop)
+        #expect(events.pending().isEmpty)
+    }
+
+    @Test("a handshake the server refuses (403): error and close reach handlers set after it failed")
+    func rejectionBeforeHandlers() async throws {
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { $0.reject(status: 403, reason: "not you") }
+        })
+        defer { Task { await server.stop() } }
+        let socket = try W3CWebSocket(url: server.url)
+        try await waitUntil(10, "the handshake to be refused") { socket.readyState == W3CWebSocket.CLOSED }
+        let events = Expectation<W3CEvent>()
+        let errors = Expectation<WebSocketError?>()
+        // onclose first: each event goes to the first handler of its kind, whenever it is set.
+        socket.onclose = { [unowned socket] in events.fulfill(.close($0, readyState: socket.readyState)) }
+        #expect(try await events.value() == .close(.init(code: 1006, reason: "connection failed", wasClean: false), readyState: W3CWebSocket.CLOSED))
+        socket.onerror = { event in
+            errors.fulfill(event.error as? WebSocketError)
+            events.fulfill(.error)
+        }
+        #expect(try await events.value() == .error)
+        let error = try await errors.value()
+        #expect(error?.code == .unexpectedStatus)
+        #expect(error?.response?.statusCode == 403)
+    }
+
+    @Test("a connection that opened and closed before any handler was set: open, then close, readyState CLOSED")
+    func openAndCloseBeforeHandlers() async throws {
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { request in
+                guard let connection = try? request.accept() else { return }
+                try? connection.close(reasonCode: 4001, description: "early bye")
+            }
+        })
+        defer { Task { await server.stop() } }
+        let socket = try W3CWebSocket(url: server.url)
+        try await waitUntil(10, "the socket to open and close") { socket.readyState == W3CWebSocket.CLOSED }
+        let events = Expectation<W3CEvent>()
+        socket.onopen = { [unowned socket] in events.fulfill(.open(readyState: socket.readyState)) }
+        socket.onerror = { _ in events.fulfill(.error) }
+        socket.onclose = { [unowned socket] in events.fulfill(.close($0, readyState: socket.readyState)) }
+        #expect(try await events.value() == .open(readyState: W3CWebSocket.CLOSED))
+        #expect(try await events.value() == .close(.init(code: 4001, reason: "early bye", wasClean: true), readyState: W3CWebSocket.CLOSED))
+        try await barrier(socket.eventLoop)
+        #expect(events.pending().isEmpty)
+    }
+
+    @Test("onmessage alone, set before the socket opened, gets the messages (no onopen needed)")
+    func onmessageWithoutOnopen() async throws {
+        let requests = Expectation<WebSocketRequest>()
+        let server = try await TestServer.start(setup: { server in
+            server.onRequest { requests.fulfill($0) }
+        })
+        defer { Task { await server.stop() } }
+        let socket = try W3CWebSocket(url: server.url)
+        let messages = Expectation<String>()
+        socket.onmessage = { event in messages.fulfill(event.data.text ?? "binary") }
+        let request = try await requests.value()
+        #expect(socket.readyState == W3CWebSocket.CONNECTING)
+        let serverSide = try request.accept()
+        serverSide.sendUTF("pushed")
+        #expect(try await messages.value() == "pushed")
+        try socket.close()
     }
 
     @Test("a server that drops the connection: onerror, then onclose 1006")

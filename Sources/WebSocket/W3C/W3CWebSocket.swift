@@ -11,12 +11,16 @@ import NIOCore
 /// socket.onclose = { event in print("closed", event.code, event.reason) }
 /// ```
 ///
-/// It starts connecting as soon as it is created, so set the `on…` handlers right away (or in
-/// `onopen`, which runs before any message is delivered). Handlers run on the connection's
+/// It starts connecting as soon as it is created; set the `on…` handlers right after `init`, as
+/// in a browser. An event that fires before any handler of its kind is set (`open`, `error`,
+/// `close`, messages) is not lost: it is kept and delivered, in order, when the first handler of
+/// its kind is set, much as a browser dispatches the socket's events in a later task than the
+/// script that created it (so a refused connection's `error` and `close` reach handlers set just
+/// after `init`). See <doc:W3CWebSocketReference#Event-timing>. Handlers run on the socket's
 /// event loop, one at a time. Every member may be used from any thread.
 ///
 /// Differences from WebSocket-Node's `W3CWebSocket`: ``bufferedAmount`` really counts the bytes
-/// not yet written; ``close(code:reason:)`` checks its arguments as browsers do; messages
+/// not yet written; ``close(code:reason:)-(Int?,_)`` checks its arguments as browsers do; messages
 /// arriving after `close()` was called are dropped, and a connection that ends abnormally
 /// (code 1006) fires `onerror` before `onclose`, as in browsers.
 public final class W3CWebSocket: Sendable {
@@ -38,7 +42,16 @@ public final class W3CWebSocket: Sendable {
 
     let client: WebSocketClient
     let origin: String
+    /// The loop the connection runs on and every handler is called on.
+    let eventLoop: any EventLoop
     let state = NIOLockedValueBox(State())
+
+    /// An event that fired while no handler of its kind was set, waiting for one.
+    enum HeldEvent {
+        case open(WebSocketConnection)
+        case error(ErrorEvent)
+        case close(CloseEvent)
+    }
 
     struct State {
         var readyState = W3CWebSocket.CONNECTING
@@ -57,9 +70,14 @@ public final class W3CWebSocket: Sendable {
         /// connection opens anyway.
         var closeWhileConnecting: (code: Int?, reason: String?)?
         var clientTokens: [WebSocketHandlerToken] = []
-        /// The connection opened before `onopen` was set: the event waits for the handler (as a
-        /// browser dispatches it after the script that made the socket), and messages wait too.
-        var openUndelivered = false
+        /// The events that fired while no handler of their kind was set, in the order they fired;
+        /// each is delivered when a handler of its kind is set (see `deliverHeldEvents`).
+        var held: [HeldEvent] = []
+        /// `deliverHeldEvents` is running (a handler it called may fire or hold more events).
+        var delivering = false
+        /// Messages wait for the held open event: `onmessage` was not set yet when the
+        /// connection opened, so `onopen` may still be coming and must see the open first.
+        var messagesWaitForOpen = false
         /// Messages flow to `onmessage` (the connection keeps them until then, in order).
         var messagesAttached = false
     }
@@ -92,33 +110,23 @@ public final class W3CWebSocket: Sendable {
     }
 
     /// Called once when the connection opens.
-    /// Set after the connection opened, it is called at once: the open event is never lost to
-    /// a handler set just after `init`.
+    /// Set after the connection opened, it is called at once (on the event loop): the open event
+    /// is never lost to a handler set just after `init`.
     public var onopen: (@Sendable () -> Void)? {
         get { state.withLockedValue { $0.onopen } }
-        set {
-            let connection = state.withLockedValue { state -> WebSocketConnection? in
-                state.onopen = newValue
-                guard newValue != nil, state.openUndelivered else { return nil }
-                state.openUndelivered = false
-                return state.connection
-            }
-            guard let connection else { return }
-            connection.socket.eventLoop.execute {
-                self.state.withLockedValue { $0.onopen }?()
-                self.attachMessages(connection)
-            }
-        }
+        set { setHandler { $0.onopen = newValue } }
     }
 
     /// Called for each message received while the connection is open.
-    /// Messages that arrive before it is set wait for it (after the open event).
+    /// Messages that arrive before it is set wait for it. When the connection opened before any
+    /// `onopen` and `onmessage` were set, the messages also wait for the open event, so that
+    /// handlers set after the open, in any order, still get `open` first.
     public var onmessage: (@Sendable (MessageEvent) -> Void)? {
         get { state.withLockedValue { $0.onmessage } }
         set {
             let connection = state.withLockedValue { state -> WebSocketConnection? in
                 state.onmessage = newValue
-                guard newValue != nil, !state.openUndelivered, state.readyState == Self.OPEN else { return nil }
+                guard newValue != nil, !state.messagesWaitForOpen, state.readyState == Self.OPEN else { return nil }
                 return state.connection
             }
             if let connection { attachMessages(connection) }
@@ -136,15 +144,30 @@ public final class W3CWebSocket: Sendable {
     }
 
     /// Called when the connection could not be opened or failed; `onclose` follows.
+    /// Set after the error occurred (a refused connection can fail before `init` returns), it
+    /// is called at once (on the event loop) with that error: the event is never lost to a
+    /// handler set just after `init`.
     public var onerror: (@Sendable (ErrorEvent) -> Void)? {
         get { state.withLockedValue { $0.onerror } }
-        set { state.withLockedValue { $0.onerror = newValue } }
+        set { setHandler { $0.onerror = newValue } }
     }
 
-    /// Called once when the connection has closed (or could not be opened: code 1006).
+    /// Called once when the connection has closed (or could not be opened: code 1006);
+    /// ``readyState`` is ``CLOSED`` when it runs.
+    /// Set after the socket closed, it is called at once (on the event loop) with that close
+    /// event: the event is never lost to a handler set just after `init`.
     public var onclose: (@Sendable (CloseEvent) -> Void)? {
         get { state.withLockedValue { $0.onclose } }
-        set { state.withLockedValue { $0.onclose = newValue } }
+        set { setHandler { $0.onclose = newValue } }
+    }
+
+    /// Sets a handler; when an event is held for it, delivers the held events on the event loop.
+    private func setHandler(_ set: (inout State) -> Void) {
+        let deliver = state.withLockedValue { state -> Bool in
+            set(&state)
+            return state.held.contains { state.handlerIsSet(for: $0) }
+        }
+        if deliver { eventLoop.execute { self.deliverHeldEvents() } }
     }
 
     // MARK: Lifecycle
@@ -174,11 +197,13 @@ public final class W3CWebSocket: Sendable {
         var clientConfig = clientConfig
         clientConfig.reconnect = nil  // a closed W3C WebSocket stays closed
         self.client = WebSocketClient(configuration: clientConfig)
+        self.eventLoop = client.eventLoopGroup.next()
         let tokens = [
             client.onConnect { [self] connection in opened(connection) },
             client.onConnectFailed { [self] error in failedToOpen(error) },
         ]
         state.withLockedValue { $0.clientTokens = tokens }
-        client.connect(url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
+        // On `eventLoop`: the connection's events, the failure's and the held ones run there.
+        _ = client.start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions, on: eventLoop)
     }
 }
