@@ -112,6 +112,16 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Sources/BroadcastHummingbird"),
+        // The cluster benchmark (cluster.sh): a node with the PostgreSQL broker.
+        .executableTarget(
+            name: "cluster-node",
+            dependencies: [
+                "BenchSupport",
+                .product(name: "WebSocket", package: "swift-websocket-node"),
+                .product(name: "WebSocketPostgres", package: "swift-websocket-node"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/ClusterNode"),
         .executableTarget(
             name: "micro",
             dependencies: [.product(name: "WebSocket", package: "swift-websocket-node"), .product(name: "NIOCore", package: "swift-nio")],

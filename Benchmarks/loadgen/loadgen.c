@@ -10,6 +10,7 @@
 //   loadgen --port P --mode handshake --conns 32 --duration 5
 //   loadgen --port P --mode idle      --conns 10000 --duration 3   (prints "ready", holds 3 s)
 //   loadgen --port P --mode broadcast --conns 100 --warmup 1 --duration 5
+//   loadgen --port P --mode subscribe --conns 100 --path /room --warmup 2 --duration 8 [--cpu NAME:PID ...]
 //   --path P      request path of the upgrade (default "/", "/broadcast" in broadcast mode)
 //   --deflate     offer permessage-deflate and send compressed messages
 //   --sources N   spread connections over source addresses 127.0.0.1 .. 127.0.0.N
@@ -30,6 +31,19 @@
 //   --min-rounds R     (default 3)   --round-timeout S (default 60)
 //   --settle S         wait S seconds after the last connection opened before the first round
 //                      (default 0.5: servers that register a connection in a task of their own)
+//
+// Subscribe mode (cluster.sh): N connections on --path (a topic of a node of the cluster) that
+// only receive. It prints "ready N" once all are open. The messages are published elsewhere
+// (cluster-node --publish): 64 bytes, word 0 the CLOCK_MONOTONIC time of the publish in ns
+// (same machine), word 1 the sequence number 0, 1, ..., words 2-7 derived from it. Every
+// connection must get every message once, in order, byte for byte. Two windows of --duration
+// seconds after --warmup: by receive time (from the first message received): deliveries/s, the
+// publications/s that reached every connection (the smallest per-connection count / window),
+// and the CPU of each --cpu process; by publish time (from the first message published): the
+// latency from publish to receipt of every delivery published in it (p50, p99, p99.9, max).
+// The run ends --idle-end seconds (default 2) after the last message, once both windows are over.
+//   --cpu NAME:PID   also report the CPU of PID over the receive window as cpu_NAME_s and
+//                    cpu_NAME_pct (repeatable; several PIDs with one NAME are summed)
 //
 // The result is one line of key=value pairs on stdout. Exit status 1 on any validation error.
 #define _GNU_SOURCE
@@ -74,7 +88,14 @@ static int opt_min_rounds = 3;
 static double opt_round_timeout = 60.0;
 static double opt_settle = 0.5;
 
-enum { MODE_ECHO, MODE_HANDSHAKE, MODE_IDLE, MODE_BROADCAST } mode;
+static double opt_idle_end = 2.0;
+#define MAX_CPU 64
+static int cpu_count;
+static char cpu_names[MAX_CPU][32];
+static int cpu_pids[MAX_CPU];
+static double cpu_start[MAX_CPU], cpu_end[MAX_CPU];
+
+enum { MODE_ECHO, MODE_HANDSHAKE, MODE_IDLE, MODE_BROADCAST, MODE_SUBSCRIBE } mode;
 
 // ---------------------------------------------------------------- small utilities
 
@@ -528,8 +549,64 @@ static void validate_broadcast(conn_t *c, const uint8_t *data, size_t len, int o
     }
 }
 
+// ---------------------------------------------------------------- subscribe mode
+
+static uint64_t sub_send0;           // publish time of the first message (seq 0), ns; 0 before
+static double sub_recv0;             // receive time of the first message, s; 0 before
+static double sub_last_recv;         // receive time of the latest message, s
+static uint64_t sub_deliveries;      // received in the receive window
+static uint64_t *sub_window_count;   // per connection, received in the receive window
+static uint64_t sub_lat_count, sub_lat_max_us;  // deliveries published in the publish window
+static uint64_t sub_lat_seq_lo = UINT64_MAX, sub_lat_seq_hi;  // their sequence numbers
+static uint64_t sub_total;           // every delivery
+
+static void validate_subscribe(conn_t *c, const uint8_t *data, size_t len, int opcode, uint64_t t) {
+    if (opcode != 2) { error_at(c, "message with the wrong opcode"); return; }
+    if (len != BCAST_SIZE) { error_at(c, "message with the wrong length"); return; }
+    uint64_t words[8];
+    memcpy(words, data, BCAST_SIZE);
+    uint64_t seq = words[1];
+    char what[128];
+    uint64_t h = splitmix(seq);
+    for (int k = 2; k < 8; k++) {
+        if (words[k] != (h ^ ((uint64_t)k * 0xD6E8FEB86659FD93ull))) {
+            snprintf(what, sizeof what, "message %llu has wrong bytes", (unsigned long long)seq);
+            error_at(c, what);
+            return;
+        }
+    }
+    if (seq != c->received) {
+        snprintf(what, sizeof what, "message %llu where %llu was expected (lost, duplicated or out of order)",
+                 (unsigned long long)seq, (unsigned long long)c->received);
+        error_at(c, what);
+        c->received = seq + 1;
+        return;
+    }
+    c->received++;
+    sub_total++;
+    double ts = (double)t * 1e-9;
+    if (!sub_recv0) sub_recv0 = ts;
+    sub_last_recv = ts;
+    if (seq == 0 && !sub_send0) sub_send0 = words[0];
+    if (measuring) { sub_deliveries++; sub_window_count[c->id]++; }
+    if (sub_send0 && words[0] >= sub_send0 + (uint64_t)(opt_warmup * 1e9) &&
+        words[0] < sub_send0 + (uint64_t)((opt_warmup + opt_duration) * 1e9)) {
+        uint64_t lat = t > words[0] ? (t - words[0]) / 1000 : 0;
+        if (lat < HIST_US) hist[lat]++; else hist_over++;
+        if (lat > sub_lat_max_us) sub_lat_max_us = lat;
+        sub_lat_count++;
+        if (seq < sub_lat_seq_lo) sub_lat_seq_lo = seq;
+        if (seq > sub_lat_seq_hi) sub_lat_seq_hi = seq;
+    }
+}
+
+static void sample_cpus(double *into) {
+    for (int i = 0; i < cpu_count; i++) into[i] = process_cpu_s(cpu_pids[i]);
+}
+
 static void validate_message(conn_t *c, const uint8_t *data, size_t len, int opcode, int rsv1, uint64_t t) {
     if (mode == MODE_BROADCAST) { validate_broadcast(c, data, len, opcode, t); return; }
+    if (mode == MODE_SUBSCRIBE) { validate_subscribe(c, data, len, opcode, t); return; }
     if (opcode != (opt_text ? 1 : 2)) { error_at(c, "echo has the wrong opcode"); return; }
     uint64_t seq = c->received++;
     if (rsv1) {
@@ -691,6 +768,7 @@ static void on_open(conn_t *c, uint64_t t) {
         send_message(c, t);
         break;
     case MODE_BROADCAST:  // sends when the rounds begin
+    case MODE_SUBSCRIBE:  // only receives
         (void)t;
         break;
     case MODE_HANDSHAKE:
@@ -722,9 +800,9 @@ static void on_writable(conn_t *c) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: loadgen --port P [--host A] [--mode echo|handshake|idle|broadcast] [--conns N] [--inflight K]\n"
+    fprintf(stderr, "usage: loadgen --port P [--host A] [--mode echo|handshake|idle|broadcast|subscribe] [--conns N] [--inflight K]\n"
                     "               [--size BYTES] [--text] [--warmup S] [--duration S] [--deflate] [--sources N] [--path P]\n"
-                    "               [--min-rounds R] [--round-timeout S] [--settle S]\n");
+                    "               [--min-rounds R] [--round-timeout S] [--settle S] [--idle-end S] [--cpu NAME:PID]\n");
     exit(2);
 }
 
@@ -774,15 +852,24 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--min-rounds")) opt_min_rounds = atoi(v);
         else if (!strcmp(a, "--round-timeout")) opt_round_timeout = atof(v);
         else if (!strcmp(a, "--settle")) opt_settle = atof(v);
+        else if (!strcmp(a, "--idle-end")) opt_idle_end = atof(v);
+        else if (!strcmp(a, "--cpu")) {
+            const char *colon = strchr(v, ':');
+            if (!colon || cpu_count == MAX_CPU || colon - v >= 32) usage();
+            memcpy(cpu_names[cpu_count], v, (size_t)(colon - v));
+            cpu_names[cpu_count][colon - v] = 0;
+            cpu_pids[cpu_count++] = atoi(colon + 1);
+        }
         else usage();
     }
     if (!strcmp(opt_mode, "echo")) mode = MODE_ECHO;
     else if (!strcmp(opt_mode, "handshake")) mode = MODE_HANDSHAKE;
     else if (!strcmp(opt_mode, "idle")) mode = MODE_IDLE;
     else if (!strcmp(opt_mode, "broadcast")) mode = MODE_BROADCAST;
+    else if (!strcmp(opt_mode, "subscribe")) mode = MODE_SUBSCRIBE;
     else usage();
     if (!opt_path) opt_path = mode == MODE_BROADCAST ? "/broadcast" : "/";
-    if (mode == MODE_BROADCAST && (opt_deflate || opt_text)) usage();
+    if ((mode == MODE_BROADCAST || mode == MODE_SUBSCRIBE) && (opt_deflate || opt_text)) usage();
     if (opt_inflight < 1 || opt_inflight > 64 || opt_conns < 1) usage();
     signal(SIGPIPE, SIG_IGN);
     rng_state ^= (uint64_t)now_ns() * 0x2545F4914F6CDD1Dull;
@@ -801,7 +888,8 @@ int main(int argc, char **argv) {
     int started = 0;
     // Echo and handshake modes open every connection at once (handshake: that is the
     // concurrency); idle mode opens them at most opt_open_concurrency at a time.
-    int opening_limit = mode == MODE_IDLE || mode == MODE_BROADCAST ? opt_open_concurrency : opt_conns;
+    int opening_limit = mode == MODE_IDLE || mode == MODE_BROADCAST || mode == MODE_SUBSCRIBE ? opt_open_concurrency : opt_conns;
+    if (mode == MODE_SUBSCRIBE) sub_window_count = calloc((size_t)opt_conns, sizeof *sub_window_count);
     for (int i = 0; i < opt_conns; i++) { conns[i].id = i; conns[i].fd = -1; conns[i].state = S_DEAD; }
     if (mode == MODE_BROADCAST)
         for (int i = 0; i < opt_conns; i++) conns[i].seen = calloc((size_t)opt_conns, sizeof(uint32_t));
@@ -816,13 +904,16 @@ int main(int argc, char **argv) {
         // Open more connections.
         if (!stopping) {
             int in_progress = 0, ready = 0;
-            if (mode == MODE_IDLE || (mode == MODE_BROADCAST && !all_open_at)) {
+            if (mode == MODE_IDLE || ((mode == MODE_BROADCAST || mode == MODE_SUBSCRIBE) && !all_open_at)) {
                 for (int i = 0; i < started; i++) {
-                    if (conns[i].state == S_OPEN && (mode == MODE_BROADCAST || conns[i].idle_echoed)) ready++;
+                    if (conns[i].state == S_OPEN && (mode != MODE_IDLE || conns[i].idle_echoed)) ready++;
                     else if (conns[i].state != S_DEAD) in_progress++;
                 }
             }
-            if (mode == MODE_BROADCAST && !all_open_at && ready == opt_conns) all_open_at = t;
+            if ((mode == MODE_BROADCAST || mode == MODE_SUBSCRIBE) && !all_open_at && ready == opt_conns) {
+                all_open_at = t;
+                if (mode == MODE_SUBSCRIBE) { printf("ready %d %.2fs\n", ready, t - start); fflush(stdout); }
+            }
             while (started < opt_conns && in_progress < opening_limit) {
                 start_connect(&conns[started++]);
                 in_progress++;
@@ -878,7 +969,33 @@ int main(int argc, char **argv) {
                 }
             }
         }
-        if (mode != MODE_IDLE && mode != MODE_BROADCAST && !measuring && !stopping && (opt_count || t - start >= opt_warmup)) {
+        if (mode == MODE_SUBSCRIBE) {
+            if (!all_open_at) {
+                if (count_errors) { fprintf(stderr, "loadgen: a connection failed while opening\n"); break; }
+                if (t - start > 60) { fprintf(stderr, "loadgen: not every connection opened within 60 s\n"); count_errors++; break; }
+            } else if (!sub_recv0) {
+                if (t - all_open_at > 120) { fprintf(stderr, "loadgen: no message within 120 s\n"); count_errors++; break; }
+            } else {
+                if (!measuring && !measure_end && t >= sub_recv0 + opt_warmup) {
+                    measuring = 1;
+                    measure_start = t;
+                    sample_cpus(cpu_start);
+                    self_cpu0 = self_cpu_s();
+                }
+                if (measuring && t >= measure_start + opt_duration) {
+                    measuring = 0;
+                    measure_end = t;
+                    sample_cpus(cpu_end);
+                    self_cpu1 = self_cpu_s();
+                }
+                int lost = 0;
+                for (int i = 0; i < opt_conns; i++) lost += conns[i].state != S_OPEN;
+                if (lost) { fprintf(stderr, "loadgen: %d connections lost\n", lost); count_errors++; break; }
+                if (measure_end && t - sub_last_recv > opt_idle_end) break;
+                if (t - sub_recv0 > opt_warmup + opt_duration + 300) { fprintf(stderr, "loadgen: still receiving 300 s after the windows\n"); count_errors++; break; }
+            }
+        }
+        if (mode != MODE_IDLE && mode != MODE_BROADCAST && mode != MODE_SUBSCRIBE && !measuring && !stopping && (opt_count || t - start >= opt_warmup)) {
             measuring = 1;
             measure_start = t;
             if (opt_server_pid) server_cpu0 = process_cpu_s(opt_server_pid);
@@ -897,7 +1014,7 @@ int main(int argc, char **argv) {
             self_cpu1 = self_cpu_s();
             break;
         }
-        if (mode != MODE_IDLE && mode != MODE_BROADCAST && measuring && !opt_count && t - measure_start >= opt_duration) {
+        if (mode != MODE_IDLE && mode != MODE_BROADCAST && mode != MODE_SUBSCRIBE && measuring && !opt_count && t - measure_start >= opt_duration) {
             measuring = 0;
             measure_end = t;
             if (opt_server_pid) server_cpu1 = process_cpu_s(opt_server_pid);
@@ -961,6 +1078,35 @@ int main(int argc, char **argv) {
                opt_conns, (unsigned long long)bc_rounds, (unsigned long long)bc_deliveries, bc_deliveries / elapsed,
                bc_rounds / elapsed, (unsigned long long)round_percentile(0.50),
                (unsigned long long)round_percentile(0.99), cpu, (unsigned long long)count_errors);
+    } else if (mode == MODE_SUBSCRIBE) {
+        uint64_t lo = UINT64_MAX, hi = 0, rmin = UINT64_MAX, rmax = 0;
+        for (int i = 0; i < opt_conns; i++) {
+            if (sub_window_count[i] < lo) lo = sub_window_count[i];
+            if (sub_window_count[i] > hi) hi = sub_window_count[i];
+            if (conns[i].received < rmin) rmin = conns[i].received;
+            if (conns[i].received > rmax) rmax = conns[i].received;
+        }
+        uint64_t lat_total = sub_lat_count + hist_over;
+        uint64_t published_in_window = sub_lat_count ? sub_lat_seq_hi - sub_lat_seq_lo + 1 : 0;
+        printf("conns=%d window_s=%.3f deliveries=%llu deliveries_per_s=%.0f pubs_per_s=%.0f pubs_per_s_max=%.0f "
+               "received_min=%llu received_max=%llu lat_msgs=%llu lat_pubs=%llu p50_us=%llu p99_us=%llu p999_us=%llu max_us=%llu "
+               "loadgen_cpu_pct=%.0f",
+               opt_conns, elapsed, (unsigned long long)sub_deliveries, sub_deliveries / elapsed, lo / elapsed, hi / elapsed,
+               (unsigned long long)rmin, (unsigned long long)rmax, (unsigned long long)sub_lat_count,
+               (unsigned long long)published_in_window,
+               (unsigned long long)percentile(0.50, lat_total), (unsigned long long)percentile(0.99, lat_total),
+               (unsigned long long)percentile(0.999, lat_total), (unsigned long long)sub_lat_max_us,
+               100 * (self_cpu1 - self_cpu0) / elapsed);
+        for (int i = 0; i < cpu_count; i++) {
+            int first = 1;
+            for (int j = 0; j < i; j++) if (!strcmp(cpu_names[j], cpu_names[i])) first = 0;
+            if (!first) continue;
+            double sum = 0;
+            for (int j = i; j < cpu_count; j++)
+                if (!strcmp(cpu_names[j], cpu_names[i]) && cpu_start[j] >= 0 && cpu_end[j] >= 0) sum += cpu_end[j] - cpu_start[j];
+            printf(" cpu_%s_s=%.3f cpu_%s_pct=%.1f", cpu_names[i], sum, cpu_names[i], 100 * sum / elapsed);
+        }
+        printf(" errors=%llu\n", (unsigned long long)count_errors);
     } else if (mode == MODE_HANDSHAKE) {
         printf("handshakes=%llu handshakes_per_s=%.0f client_closed=%llu%s errors=%llu\n",
                (unsigned long long)count_handshakes, count_handshakes / elapsed,
