@@ -52,17 +52,26 @@ struct PostgresBrokerSQL: Sendable {
             """
             CREATE OR REPLACE FUNCTION \(publishFunction)(p_node text, p_seqs int8[], p_topics text[], p_opcodes int2[], p_payloads bytea[])
             RETURNS int8 LANGUAGE plpgsql AS $body$
-            DECLARE last_id int8;
+            DECLARE prev_id int8; last_id int8; note text;
             BEGIN
                 PERFORM pg_advisory_xact_lock(hashtext('\(table)'));
+                SELECT coalesce(max(id), 0) INTO prev_id FROM \(table);
                 INSERT INTO \(table) (node, seq, topic, opcode, payload)
                     SELECT p_node, u.s, u.t, u.o, u.p
                     FROM unnest(p_seqs, p_topics, p_opcodes, p_payloads) WITH ORDINALITY AS u(s, t, o, p, n)
                     ORDER BY u.n
                     ON CONFLICT (node, seq) DO NOTHING;
-                SELECT max(id) INTO last_id FROM \(table);
-                PERFORM pg_notify('\(channel)', coalesce(last_id, 0)::text);
-                RETURN coalesce(last_id, 0);
+                SELECT coalesce(max(id), 0) INTO last_id FROM \(table);
+                -- The newest id, the one before this batch, the node and the batch's topics: a
+                -- node that has read up to prev_id and has no subscriber of these topics (or
+                -- published them itself) moves on to last_id without a read.
+                note := json_build_object('l', last_id, 'p', prev_id, 'n', p_node,
+                    't', (SELECT array_agg(DISTINCT t) FROM unnest(p_topics) AS t))::text;
+                IF octet_length(note) > 7900 THEN
+                    note := json_build_object('l', last_id)::text;
+                END IF;
+                PERFORM pg_notify('\(channel)', note);
+                RETURN last_id;
             END
             $body$
             """,

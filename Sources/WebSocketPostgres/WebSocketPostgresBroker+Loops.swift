@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
@@ -108,8 +109,8 @@ extension WebSocketPostgresBroker {
                     self.updateState()
                     attempt = 0
                     for try await notification in notifications {
-                        self.logger.trace("PostgreSQL broker notified", metadata: ["id": "\(notification.payload)", "lastSeen": "\(self.lastSeenID)"])
-                        if let id = Int64(notification.payload), id <= self.lastSeenID { continue }
+                        self.logger.trace("PostgreSQL broker notified", metadata: ["note": "\(notification.payload)", "lastSeen": "\(self.lastSeenID)"])
+                        if self.skipRead(for: notification.payload, delivery: delivery) { continue }
                         try await self.readAll(on: current, delivery: delivery)
                     }
                 }
@@ -128,6 +129,35 @@ extension WebSocketPostgresBroker {
         }
     }
 
+    /// What a NOTIFY says (see `PostgresBrokerSQL.schema`): the newest id, the id before the
+    /// batch, the publishing node and the batch's topics (the last three absent when they would
+    /// not fit in a notification).
+    struct Note: Decodable {
+        var l: Int64
+        var p: Int64?
+        var n: String?
+        var t: [String]?
+    }
+
+    /// Whether a notification needs no read: its rows were read already, or they are the only
+    /// rows after the last one seen and none is for this node (its own, or of topics without a
+    /// subscriber here); then the last id seen moves past them. A node without subscribers of a
+    /// topic thus pays a notification for its publications, not a query.
+    func skipRead(for payload: String, delivery: WebSocketBrokerDelivery) -> Bool {
+        guard let note = try? JSONDecoder().decode(Note.self, from: Data(payload.utf8)) else {
+            if let id = Int64(payload) { return id <= lastSeenID }
+            return false
+        }
+        return shared.withLockedValue { shared in
+            if note.l <= shared.lastSeen { return true }
+            guard note.p == shared.lastSeen, let node = note.n, let topics = note.t else { return false }
+            guard node == configuration.node || !topics.contains(where: delivery.hasSubscribers) else { return false }
+            shared.lastSeen = note.l
+            shared.readsSkipped += 1
+            return true
+        }
+    }
+
     /// Reads and delivers every row after the last id seen, in id order.
     func readAll(on connection: PostgresConnection, delivery: WebSocketBrokerDelivery) async throws {
         while true {
@@ -142,6 +172,7 @@ extension WebSocketPostgresBroker {
                 return rows
             }
             let count = rows.count
+            shared.withLockedValue { $0.reads += 1 }
             var last = after
             for (id, own, topic, opcode, payload) in rows {
                 last = id

@@ -30,9 +30,11 @@ import WebSocket
 ///   ``onStateChange(_:)`` and logged.
 /// - Publications that arrive together go in one transaction (one `INSERT` of many rows and one
 ///   `NOTIFY`), not one round trip each.
-/// - Only topics with a local subscriber cost a node their payload: rows of other topics arrive
-///   as id, topic and opcode only (the filter runs in PostgreSQL, on one channel; see the DocC
-///   article *Topics* for why not one `LISTEN` per topic).
+/// - Only topics with a local subscriber cost a node a read: each NOTIFY names the batch's
+///   topics and the id before it, so a node with no subscriber of them (or that published them)
+///   moves past the batch without a query; when it reads, rows of other topics come as id,
+///   topic and opcode only (the filter runs in PostgreSQL, on one channel; see the DocC article
+///   *Topics* for why not one `LISTEN` per topic).
 public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
     /// Where the broker stands.
     public enum State: Sendable, Equatable, CustomStringConvertible {
@@ -101,6 +103,9 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
         var stateHandlers: [@Sendable (State) -> Void] = []
         var gapHandlers: [@Sendable (Gap) -> Void] = []
         var connectionIDs = 0
+        /// Reads of the table, and notifications that needed none (for tests and diagnostics).
+        var reads = 0
+        var readsSkipped = 0
     }
 
     let shared: NIOLockedValueBox<Shared>
@@ -134,6 +139,9 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
 
     /// The number of publications waiting to be stored.
     public var queuedCount: Int { shared.withLockedValue { $0.queue.count } }
+
+    /// How many reads of the table this node made, and how many notifications needed none.
+    var readCounts: (reads: Int, skipped: Int) { shared.withLockedValue { ($0.reads, $0.readsSkipped) } }
 
     /// The highest publication id this node has read from the table.
     public var lastSeenID: Int64 { shared.withLockedValue { $0.lastSeen } }

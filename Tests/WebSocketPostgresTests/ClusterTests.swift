@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import Testing
 import WebSocket
-import WebSocketPostgres
+@testable import WebSocketPostgres
 
 /// Topics across several servers over a real PostgreSQL 15 (a throwaway cluster per test, see
 /// ThrowawayPostgres): nodes are servers of this process, each with its own broker and its own
@@ -180,6 +180,36 @@ struct ClusterTests {
         try await waitUntil(30, "a message after the gap at node b") { remote.has("a", 6) }
         await a.server.shutDown()
         await b.server.shutDown()
+    }
+
+    @Test("a node without subscribers of a topic, and the publishing node, move past its publications without reading the table; a node with a subscriber reads them")
+    func onlySubscribedTopicsCostAReading() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let c = try await ClusterNode.start("c", postgres: postgres)
+        let remote = try await b.subscriber("room")
+        let elsewhere = try await c.subscriber("other")
+        try await waitUntil(10, "the nodes caught up") { [a, b, c].allSatisfy { $0.broker.state == .connected } }
+        let before = (a: a.broker.readCounts, b: b.broker.readCounts, c: c.broker.readCounts)
+        let count = 30
+        for index in 0..<count {
+            try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room")
+            try await waitUntil(20, "message \(index) at node b") { remote.received(from: "a") == index + 1 }
+        }
+        let newest = Int64(try postgres.psql("SELECT max(id) FROM websocket_publications"))!
+        try await waitUntil(20, "every node past the last row") { [a, b, c].allSatisfy { $0.broker.lastSeenID == newest } }
+        #expect(c.broker.readCounts.reads == before.c.reads, "node c (no subscriber of room) read nothing")
+        #expect(c.broker.readCounts.skipped - before.c.skipped == count)
+        #expect(a.broker.readCounts.reads == before.a.reads, "node a (the publisher) read nothing")
+        #expect(b.broker.readCounts.reads - before.b.reads >= count, "node b read each one")
+        #expect(elsewhere.count == 0)
+        // A publication to a topic node c has a subscriber of makes it read.
+        try a.server.publish(TestMessage.make("a", count, kind: 3), to: "other")
+        try await waitUntil(20, "the message at node c") { elsewhere.received(from: "a") == 1 }
+        #expect(c.broker.readCounts.reads == before.c.reads + 1)
+        for node in [a, b, c] { await node.server.shutDown() }
     }
 
     @Test("bad configuration fails listen with a clear error naming the problem: nothing listening, wrong password, missing database, bad table name")

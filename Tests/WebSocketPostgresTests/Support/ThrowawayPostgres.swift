@@ -45,15 +45,26 @@ final class ThrowawayPostgres: Sendable {
         if getuid() == 0 {
             try run("/bin/chown", ["-R", "postgres:postgres", directory], asPostgres: false)
         }
-        let port = try await freePort()
-        let server = ThrowawayPostgres(directory: directory, port: port)
         try run("\(binaries)/initdb", [
             "-D", directory + "/data", "-U", user, "--pwfile=\(passwordFile)", "--auth-local=trust",
             "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C",
         ])
-        try server.startServer()
-        try run("\(binaries)/createdb", ["-h", directory, "-p", "\(port)", "-U", user, database])
-        return server
+        // A free port can be taken between the check and the start (suites run in parallel):
+        // try another one, three times at most, and say what the server logged.
+        var attempt = 0
+        while true {
+            let server = ThrowawayPostgres(directory: directory, port: try await freePort())
+            do {
+                try server.startServer()
+                try run("\(binaries)/createdb", ["-h", directory, "-p", "\(server.port)", "-U", user, database])
+                return server
+            } catch {
+                attempt += 1
+                _ = try? server.stopServer(immediate: true)
+                let log = (try? String(contentsOfFile: directory + "/log", encoding: .utf8)) ?? ""
+                guard attempt < 3 else { throw PostgresTestError("\(error); the server's log: \(log.suffix(2000))") }
+            }
+        }
     }
 
     /// Starts (again) the server on its port.
