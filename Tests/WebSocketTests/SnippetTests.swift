@@ -195,7 +195,10 @@ struct SnippetTests {
                     try (block.code + "\n").write(to: file, atomically: true, encoding: .utf8)
                     var arguments = ["-typecheck", "-swift-version", "6", "-warnings-as-errors"] + moduleCache
                     if block.isManifest {
-                        arguments += ["-I", manifestAPI.path, "-package-description-version", "6.0"]
+                        // `// swift-tools-version:6.0` (or `: 6.0`, `:6.0;…`): that version's API.
+                        let version = block.code.prefix { $0 != "\n" }.split(separator: ":").last?
+                            .prefix { $0 != ";" }.trimmingCharacters(in: .whitespaces) ?? "6.0"
+                        arguments += ["-I", manifestAPI.path, "-package-description-version", version]
                     } else {
                         arguments += flags
                     }
