@@ -11,7 +11,7 @@ import NIOSSL
 /// ```swift
 /// let client = WebSocketClient()
 /// let connection = try await client.connect(url: "wss://example.com/chat", protocols: ["echo"])
-/// try await connection.sendUTF("hello")
+/// try await connection.write("hello")
 /// for try await message in connection.messages { print(message) }
 /// ```
 ///
