@@ -156,7 +156,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             return
         }
         if let raw, raw.readableBytes > 0 {
-            channel.pipeline.fireChannelRead(NIOAny(raw))
+            channel.pipeline.fireChannelRead(raw)
             channel.pipeline.fireChannelReadComplete()
         }
     }
