@@ -40,47 +40,65 @@ struct NginxProxyTests {
         let prefix = FileManager.default.temporaryDirectory.appendingPathComponent("ws-nginx-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: prefix, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: prefix) }
-        let port = try await Self.freePort()
         let p = prefix.path
-        let config = """
-            worker_processes 1;
-            daemon off;
-            pid \(p)/nginx.pid;
-            error_log \(p)/error.log;
-            events { worker_connections 64; }
-            http {
-                access_log off;
-                client_body_temp_path \(p)/body; proxy_temp_path \(p)/proxy;
-                fastcgi_temp_path \(p)/fastcgi; uwsgi_temp_path \(p)/uwsgi; scgi_temp_path \(p)/scgi;
-                map $http_upgrade $connection_upgrade { default upgrade; '' close; }
-                server {
-                    listen 127.0.0.1:\(port);
-                    location / {
-                        proxy_pass http://127.0.0.1:\(server.port);
-                        proxy_http_version 1.1;
-                        proxy_set_header Upgrade $http_upgrade;
-                        proxy_set_header Connection $connection_upgrade;
-                        proxy_set_header Host $host;
-                        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        // A free port can be taken by another test between the check and nginx's bind (the suite
+        // runs in parallel): then nginx exits, and a connection to the port may reach whatever
+        // took it. So wait for nginx's pid file (written once it listens) while it still runs,
+        // and take another port when it exited: three times at most.
+        var started: (Process, Int)?
+        for _ in 0..<3 where started == nil {
+            let port = try await Self.freePort()
+            let config = """
+                worker_processes 1;
+                daemon off;
+                pid \(p)/nginx.pid;
+                error_log \(p)/error.log;
+                events { worker_connections 64; }
+                http {
+                    access_log off;
+                    client_body_temp_path \(p)/body; proxy_temp_path \(p)/proxy;
+                    fastcgi_temp_path \(p)/fastcgi; uwsgi_temp_path \(p)/uwsgi; scgi_temp_path \(p)/scgi;
+                    map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+                    server {
+                        listen 127.0.0.1:\(port);
+                        location / {
+                            proxy_pass http://127.0.0.1:\(server.port);
+                            proxy_http_version 1.1;
+                            proxy_set_header Upgrade $http_upgrade;
+                            proxy_set_header Connection $connection_upgrade;
+                            proxy_set_header Host $host;
+                            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                        }
                     }
                 }
+                """
+            try config.write(to: prefix.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
+            try? FileManager.default.removeItem(atPath: "\(p)/nginx.pid")
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: nginx)
+            process.arguments = ["-p", p, "-c", "\(p)/nginx.conf"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            try await withTimeout(10, "nginx to listen or exit") {
+                while process.isRunning && !FileManager.default.fileExists(atPath: "\(p)/nginx.pid") {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
             }
-            """
-        try config.write(to: prefix.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: nginx)
-        process.arguments = ["-p", p, "-c", "\(p)/nginx.conf"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+            if process.isRunning { started = (process, port) }
+        }
+        guard let (process, port) = started else {
+            let log = (try? String(contentsOfFile: "\(p)/error.log", encoding: .utf8)) ?? ""
+            throw InteropError("nginx did not start: \(log)")
+        }
         let pid = process.processIdentifier
         defer {
             kill(pid, SIGTERM)
             process.waitUntilExit()
         }
 
-        // Connect through nginx from 127.0.0.5, once nginx accepts connections.
-        let raw = try await withTimeout(10, "nginx to start") {
+        // Connect through nginx from 127.0.0.5.
+        let raw = try await withTimeout(10, "nginx to accept") {
             while true {
                 if let raw = try? await RawClient.connect(port: port, from: "127.0.0.5") { return raw }
                 try await Task.sleep(for: .milliseconds(50))
