@@ -47,12 +47,28 @@ private func expectEcho(_ connection: WebSocketConnection, _ inbox: Expectation<
     #expect(try await inbox.value(10, "the echo").utf8Data == text)
 }
 
-/// A port nothing listens on (bound, then closed).
-private func closedPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress!.port!
-    try await channel.close()
-    return port
+/// Runs `body` with a port of 127.0.0.1 that refuses connections for as long as it runs: a socket
+/// bound to it that never listens (a connect gets a reset: ECONNREFUSED). Held bound, so no other
+/// test running in parallel can take the port meanwhile (a port bound and closed again could be
+/// taken by another test's listener, and the connect would then reach that one instead).
+private func withRefusingPort<T>(_ body: (Int) async throws -> T) async throws -> T {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    try #require(fd >= 0, "socket(): errno \(errno)")
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    try #require(bound == 0, "bind(): errno \(errno)")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let named = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    try #require(named == 0, "getsockname(): errno \(errno)")
+    return try await body(Int(UInt16(bigEndian: address.sin_port)))
 }
 
 @Suite("WebSocketClient against our server")
@@ -277,13 +293,14 @@ struct ClientCloseTests {
 struct ClientConnectFailedTests {
     @Test("closed port: connectionRefused")
     func refused() async throws {
-        let port = try await closedPort()
-        let error = try await connectError(url: "ws://127.0.0.1:\(port)/")
-        #expect(error.code == .connectionRefused, "\(error)")
-        #expect(error.message.contains("127.0.0.1:\(port)"))
-        // The async form throws the same.
-        await #expect(throws: WebSocketError(.connectionRefused, error.message)) {
-            _ = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/")
+        try await withRefusingPort { port in
+            let error = try await connectError(url: "ws://127.0.0.1:\(port)/")
+            #expect(error.code == .connectionRefused, "\(error)")
+            #expect(error.message.contains("127.0.0.1:\(port)"))
+            // The async form throws the same.
+            await #expect(throws: WebSocketError(.connectionRefused, error.message)) {
+                _ = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/")
+            }
         }
     }
 
@@ -549,9 +566,10 @@ struct ClientProxyTests {
 
     @Test("a proxy that is not there: connectionRefused names the proxy")
     func proxyRefused() async throws {
-        let port = try await closedPort()
-        let error = try await connectError(url: "ws://127.0.0.1:9/", requestOptions: .init(proxy: .init(host: "127.0.0.1", port: port)))
-        #expect(error.code == .connectionRefused, "\(error)")
-        #expect(error.message.contains("proxy"))
+        try await withRefusingPort { port in
+            let error = try await connectError(url: "ws://127.0.0.1:9/", requestOptions: .init(proxy: .init(host: "127.0.0.1", port: port)))
+            #expect(error.code == .connectionRefused, "\(error)")
+            #expect(error.message.contains("proxy"))
+        }
     }
 }
