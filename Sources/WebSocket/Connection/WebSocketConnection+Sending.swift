@@ -175,7 +175,7 @@ extension WebSocketConnection {
         if socket.eventLoop.inEventLoop {
             // The handler reports refusals at once; a failure of the write itself comes later
             // and closes the connection, which the next write reports.
-            if let error = handler.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: nil) { throw error }
+            if let error = handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress) { throw error }
         } else {
             let size = payload.readableBytes
             let open = state.withLockedValue { state -> Bool in
@@ -185,7 +185,7 @@ extension WebSocketConnection {
             }
             guard open else { throw WebSocketError(.notConnected, "Cannot send: the connection is closing or closed") }
             socket.eventLoop.execute {
-                self.handler.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: nil)
+                _ = self.handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress)
                 let drained = self.state.withLockedValue { state -> Bool in
                     state.bytesInTransit -= size
                     return !state.writeWaiters.isEmpty

@@ -24,6 +24,42 @@ extension WebSocketConnectionHandler {
         return nil
     }
 
+    /// Frames and writes a message of an async `write` (no completion): outside a read loop,
+    /// its frames are batched as a read loop's are, and flushed once the event loop has run what
+    /// it is running (the writing task's turn, or the queued writes of a task on another
+    /// thread), or at once when ``deferredFlushLimit`` bytes are batched. An async echo thus
+    /// writes the messages of one turn with one syscall instead of one per message.
+    func sendMessageDeferringFlush(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool) -> WebSocketError? {
+        // Within a read loop the flush is at its end already; a large message is a write of its
+        // own either way, and waiting for the turn's end would only delay it.
+        if inReadLoop || payload.readableBytes > Self.copyThreshold {
+            return sendMessage(opcode: opcode, payload: payload, compress: compress, completion: nil)
+        }
+        inReadLoop = true
+        let error = sendMessage(opcode: opcode, payload: payload, compress: compress, completion: nil)
+        inReadLoop = false
+        if (batch?.readableBytes ?? 0) >= Self.deferredFlushLimit {
+            flushIfNeeded()
+        } else if needsFlush {
+            scheduleFlush()
+        }
+        return error
+    }
+
+    /// Batched bytes past which an async write flushes at once rather than at the end of the
+    /// event loop's turn (so a task writing without pause never gathers more than this).
+    static let deferredFlushLimit = 64 * 1024
+
+    /// Flushes after what the event loop has queued already; once per turn.
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.flushIfNeeded()
+        }
+    }
+
     func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)?) {
         guard let context else {
             completion?(WebSocketError(.notConnected, "Cannot send: the connection is closed"))

@@ -38,6 +38,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var pendingRead = false
     var inReadLoop = false
     var needsFlush = false
+    /// A flush is queued on the event loop for the async writes of this turn.
+    var flushScheduled = false
     /// Small promise-less frames written during the read loop (echoes, pongs), gathered into one
     /// buffer that goes down the pipeline once, before the flush or any other write.
     var batch: ByteBuffer?

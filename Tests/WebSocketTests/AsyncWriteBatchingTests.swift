@@ -1,0 +1,87 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import WebSocket
+
+/// Async writes of one event loop turn go down the pipeline as one buffer and one flush (one
+/// syscall on a socket) instead of one per message: what an async echo needs on W2.
+@Suite("Async write batching")
+struct AsyncWriteBatchingTests {
+    /// Runs `body` as a task on the connection's event loop (as a scoped handler runs) and
+    /// returns every buffer the library wrote meanwhile, one element per pipeline write.
+    private static func writesOnLoop(
+        _ peer: VirtualPeer, _ body: @escaping @Sendable () async throws -> Void
+    ) async throws -> [ByteBuffer] {
+        // The handshake's bytes are gone already (read by withClient); drain anything else.
+        while try await peer.channel.readOutbound(as: ByteBuffer.self) != nil {}
+        let done = NIOLockedValueBox(false)
+        let task = Task(executorPreference: EventLoopTaskExecutor(peer.loop)) {
+            try await body()
+            done.withLockedValue { $0 = true }
+        }
+        // The task's jobs and the library's flush are queued on the testing loop: run them
+        // until the task has finished (bounded: a failing body never sets `done`).
+        for _ in 0..<1000 where !done.withLockedValue({ $0 }) {
+            await peer.settle()
+            await Task.yield()
+        }
+        try await task.value
+        await peer.settle()
+        var buffers: [ByteBuffer] = []
+        while let buffer = try await peer.channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
+        return buffers
+    }
+
+    private static func parse(_ buffers: [ByteBuffer]) throws -> [WebSocketFrame] {
+        var all = ByteBuffer()
+        for var buffer in buffers { all.writeBuffer(&buffer) }
+        var frames: [WebSocketFrame] = []
+        while let frame = try WebSocketFrame.parse(from: &all) { frames.append(frame) }
+        #expect(all.readableBytes == 0)
+        return frames
+    }
+
+    @Test("ten small async writes in one turn are one buffer down the pipeline, in order")
+    func smallWritesShareOneBuffer() async throws {
+        try await VirtualPeer.withClient { peer, connection in
+            let buffers = try await Self.writesOnLoop(peer) {
+                for i in 0..<10 { try await connection.write("m\(i)") }
+            }
+            // Without the batching: ten buffers, each flushed on its own.
+            #expect(buffers.count == 1)
+            let frames = try Self.parse(buffers)
+            #expect(frames.map { String(buffer: $0.binaryPayload) } == (0..<10).map { "m\($0)" })
+        }
+    }
+
+    @Test("a turn's batch is flushed at once past 64 KiB, so a task that never pauses holds no more")
+    func batchFlushedPastTheLimit() async throws {
+        try await VirtualPeer.withClient { peer, connection in
+            let payload = String(repeating: "x", count: 1000)
+            let buffers = try await Self.writesOnLoop(peer) {
+                for _ in 0..<100 { try await connection.write(payload) }
+            }
+            // 1,008 bytes a frame (a client's frame is masked): the 66th frame takes the batch
+            // past 65,536 bytes and it goes at once; the other 34 go at the end of the turn.
+            #expect(buffers.map(\.readableBytes) == [66 * 1008, 34 * 1008])
+            #expect(try Self.parse(buffers).count == 100)
+        }
+    }
+
+    @Test("a large async write is written and flushed at once, after the small ones before it")
+    func largeWriteKeepsOrder() async throws {
+        try await VirtualPeer.withClient { peer, connection in
+            let large = ByteBuffer(repeating: 7, count: 5000)
+            let buffers = try await Self.writesOnLoop(peer) {
+                try await connection.write("before")
+                try await connection.write(large)
+                try await connection.write("after")
+            }
+            let frames = try Self.parse(buffers)
+            #expect(frames.map(\.opcode) == [.text, .binary, .text])
+            #expect(frames.map(\.binaryPayload.readableBytes) == [6, 5000, 5])
+        }
+    }
+}
