@@ -11,13 +11,19 @@ import Testing
 struct AsyncWriteBatchingTests {
     /// Runs `body` as a task on the connection's event loop (as a scoped handler runs) and
     /// returns every buffer the library wrote meanwhile, one element per pipeline write.
+    /// With `turnEnd`, the connection's writes flush at the end of the executor's drain, as a
+    /// scoped handler's do (`runScoped` sets it); without, in a flush task of their own.
     private static func writesOnLoop(
-        _ peer: VirtualPeer, _ body: @escaping @Sendable () async throws -> Void
+        _ peer: VirtualPeer, turnEndOf connection: WebSocketConnection? = nil, _ body: @escaping @Sendable () async throws -> Void
     ) async throws -> [ByteBuffer] {
         // The handshake's bytes are gone already (read by withClient); drain anything else.
         while try await peer.channel.readOutbound(as: ByteBuffer.self) != nil {}
         let done = NIOLockedValueBox(false)
-        let task = Task(executorPreference: EventLoopTaskExecutor(peer.loop)) {
+        let executor = EventLoopExecutor(peer.loop)
+        if let connection {
+            try await peer.loop.executeInContext { connection.handler.turnEnd = executor }
+        }
+        let task = Task(executorPreference: executor) {
             try await body()
             done.withLockedValue { $0 = true }
         }
@@ -82,6 +88,18 @@ struct AsyncWriteBatchingTests {
             let frames = try Self.parse(buffers)
             #expect(frames.map(\.opcode) == [.text, .binary, .text])
             #expect(frames.map(\.binaryPayload.readableBytes) == [6, 5000, 5])
+        }
+    }
+
+    @Test("a scoped handler's writes of one executor turn flush once at the turn's end (no flush task of their own)")
+    func writesFlushAtTurnEnd() async throws {
+        try await VirtualPeer.withClient { peer, connection in
+            let buffers = try await Self.writesOnLoop(peer, turnEndOf: connection) {
+                for i in 0..<10 { try await connection.write("t\(i)") }
+            }
+            // Nothing else flushes them: without the turn's end flushing, nothing arrives.
+            #expect(buffers.count == 1)
+            #expect(try Self.parse(buffers).map { String(buffer: $0.binaryPayload) } == (0..<10).map { "t\($0)" })
         }
     }
 }

@@ -64,7 +64,7 @@ private func connectClient(_ url: String, protocols: [String] = []) async throws
 }
 
 /// A server whose every request is accepted with the scoped `handler`.
-private func scopedServer(_ handler: @escaping @Sendable (WebSocketConnection) async throws -> Void) async throws -> TestServer {
+private func scopedServer(_ handler: nonisolated(nonsending) @escaping @Sendable (WebSocketConnection) async throws -> Void) async throws -> TestServer {
     try await TestServer.start(setup: { server in
         server.onRequest { request in
             _ = try? request.accept(handler: handler)
@@ -219,5 +219,106 @@ struct ScopedHandlerTests {
         #expect(try await cancelled.next(10, "the late task") == true)
         tasks.start(on: loop) { cancelled.fulfill(Task.isCancelled) }
         #expect(try await cancelled.next(10, "the task after the shutdown") == false)
+    }
+
+    @Test("the handler runs on its connection's event loop, isolated to it: the connection's async calls need no hop")
+    func handlerIsolatedToEventLoop() async throws {
+        let onLoop = Events<Bool>()
+        let server = try await scopedServer { connection in
+            // `#isolation` in a nonsending helper is the handler's: the event loop's actor.
+            let isolation = await currentIsolation()
+            onLoop.fulfill(connection.socket.eventLoop.inEventLoop && isolation is EventLoopIsolation)
+            for try await message in connection.messages { try await connection.send(message) }
+        }
+        defer { Task { await server.stop() } }
+        let (client, _) = try await connectClient(server.url)
+        #expect(try await onLoop.next(10, "the handler's start") == true)
+        let echoes = Events<WebSocketMessage>()
+        client.onMessage { echoes.fulfill($0) }
+        try await client.sendUTF("echo")
+        #expect(try await echoes.next(10, "the echo") == .utf8("echo"))
+    }
+
+    @Test("a child task of the handler waiting on `messages` is cancelled on its own (a timeout) and the handler goes on")
+    func childTaskCancellation() async throws {
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            let waiting = Task {
+                do {
+                    for try await _ in connection.messages {}
+                    return "ended"
+                } catch is CancellationError {
+                    return "cancelled"
+                }
+            }
+            // Cancel it only once it waits for a message, so that its cancellation handler (not
+            // the check before waiting) is what wakes it.
+            try await eventually(10, "the child to wait") { connection.messages.buffer.isWaiting }
+            waiting.cancel()
+            outcome.fulfill((try? await waiting.value) ?? "failed")
+            outcome.fulfill(Task.isCancelled ? "handler cancelled" : "handler running")
+        }
+        defer { Task { await server.stop() } }
+        let (_, closed) = try await connectClient(server.url)
+        #expect(try await outcome.next(10, "the child's end") == "cancelled")
+        #expect(try await outcome.next(10, "the handler") == "handler running")
+        #expect(try await closed.next(10, "the close").code == 1000)
+    }
+
+    @Test("cancelling the handler's own task wakes its `messages` wait with CancellationError (the connection stays open until the handler ends)")
+    func scopedTaskCancellationWakesWait() async throws {
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            do {
+                for try await _ in connection.messages {}
+                outcome.fulfill("ended")
+            } catch is CancellationError {
+                outcome.fulfill(connection.connected ? "cancelled while open" : "cancelled after close")
+            }
+        }
+        defer { Task { await server.stop() } }
+        let (_, closed) = try await connectClient(server.url)
+        try await eventually(10, "the handler to wait") {
+            server.server.scopedHandlers.count == 1 && server.server.connections.first?.messages.buffer.isWaiting == true
+        }
+        // What shutDown does first, without its closing of the connections.
+        server.server.scopedHandlers.cancelAll()
+        #expect(try await outcome.next(10, "the handler's end") == "cancelled while open")
+        #expect(try await closed.next(10, "the close").code == 1001)
+    }
+
+    @Test("a plain task iterating a client connection's `messages`: cancelling it while it waits throws CancellationError")
+    func plainTaskCancellation() async throws {
+        let server = try await scopedServer { connection in
+            for try await message in connection.messages { try await connection.send(message) }
+        }
+        defer { Task { await server.stop() } }
+        let (client, _) = try await connectClient(server.url)
+        let waiting = Task {
+            do {
+                for try await _ in client.messages {}
+                return "ended"
+            } catch is CancellationError {
+                return "cancelled"
+            }
+        }
+        try await eventually(10, "the task to wait") { client.messages.buffer.isWaiting }
+        waiting.cancel()
+        #expect(try await within(10, "the task's end") { try await waiting.value } == "cancelled")
+    }
+}
+
+/// The caller's isolation.
+private nonisolated(nonsending) func currentIsolation() async -> (any Actor)? {
+    #isolation
+}
+
+/// Waits (polling every 5 ms, at most `seconds`) until `condition` holds: for a state with no
+/// event to await.
+private func eventually(_ seconds: Double, _ what: String, _ condition: @Sendable () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while !condition() {
+        guard ContinuousClock.now < deadline else { throw TestTimeout(what: what) }
+        try await Task.sleep(for: .milliseconds(5))
     }
 }

@@ -15,6 +15,11 @@ extension WebSocketConnection {
     }
     // MARK: Internals
 
+    /// The consumer of ``messages`` caught up (or left): read on if nothing else holds reading.
+    func streamCanResume() {
+        onLoop { $0.setStreamBackpressure(false) }
+    }
+
     func onLoop(_ body: @escaping @Sendable (WebSocketConnectionHandler) -> Void) {
         if socket.eventLoop.inEventLoop {
             body(handler)
@@ -39,6 +44,8 @@ extension WebSocketConnection {
         case delivered
         /// The async sequence's buffer is full: stop reading until it asks for more.
         case backpressure
+        /// Kept for the async sequence until the read's end (``publishMessages()``).
+        case staged
         /// Nobody listens yet and enough waits: stop reading until someone does.
         case awaitingConsumer
     }
@@ -63,7 +70,7 @@ extension WebSocketConnection {
     private enum Target {
         case waiting(overLimit: Bool)
         case frame(WebSocketConnectionHandlers.List<WebSocketFrame>)
-        case message(WebSocketConnectionHandlers.List<WebSocketMessage>, WebSocketMessageSequence.Source?)
+        case message(WebSocketConnectionHandlers.List<WebSocketMessage>, WebSocketMessageBuffer?)
         case nobody
     }
 
@@ -89,6 +96,7 @@ extension WebSocketConnection {
             switch source.yield(message) {
             case .produceMore, .dropped: return .delivered
             case .stopProducing: return .backpressure
+            case .staged: return .staged
             }
         default:
             return .delivered
@@ -109,6 +117,7 @@ extension WebSocketConnection {
         for event in waiting {
             _ = deliver(event, to: state.withLockedValue { Self.target(of: event, in: &$0) })
         }
+        if socket.eventLoop.inEventLoop, publishMessages() { onLoop { $0.setStreamBackpressure(true) } }
         if state.withLockedValue({ $0.closed }) { finishMessages() }
     }
 
@@ -119,13 +128,20 @@ extension WebSocketConnection {
         state.withLockedValue { $0.failure = $0.failure ?? error }
     }
 
+    /// Hands the messages staged during a read to the `messages` iterator; true when the
+    /// consumer lags (reading should pause). On the event loop.
+    func publishMessages() -> Bool {
+        guard let source = state.withLockedValue({ $0.messageSource }) else { return false }
+        return source.publish() == .stopProducing
+    }
+
     /// Ends the messages sequence: normally, or with the socket error the connection failed with.
     func finishMessages() {
-        let (source, error) = state.withLockedValue { state -> (WebSocketMessageSequence.Source?, (any Error)?) in
+        let (source, error) = state.withLockedValue { state -> (WebSocketMessageBuffer?, (any Error)?) in
             defer { state.messageSource = nil }
             return (state.messageSource, state.failure)
         }
-        if let error { source?.finish(error) } else { source?.finish() }
+        source?.finish(error)
     }}
 
 /// Passed to `ping` handlers: call it to stop the automatic pong reply to that ping.

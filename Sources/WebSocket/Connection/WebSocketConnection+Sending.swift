@@ -83,7 +83,7 @@ extension WebSocketConnection {
     /// Returning means the message is queued in order, not that the peer has it. Throws
     /// ``WebSocketError/Code-swift.struct/notConnected`` once the connection is closing or
     /// closed (also while waiting, if it closes then).
-    public func write(_ message: WebSocketMessage, compress: Bool = true) async throws {
+    public nonisolated(nonsending) func write(_ message: WebSocketMessage, compress: Bool = true) async throws {
         switch message {
         case .utf8(let string):
             var buffer = socket.allocator.buffer(capacity: string.utf8.count)
@@ -95,14 +95,14 @@ extension WebSocketConnection {
     }
 
     /// Sends a text message; see ``write(_:compress:)-(WebSocketMessage,_)``.
-    public func write(_ text: String, compress: Bool = true) async throws {
+    public nonisolated(nonsending) func write(_ text: String, compress: Bool = true) async throws {
         var buffer = socket.allocator.buffer(capacity: text.utf8.count)
         buffer.writeString(text)
         try await write(opcode: .text, buffer, compress: compress)
     }
 
     /// Sends a binary message; see ``write(_:compress:)-(WebSocketMessage,_)``.
-    public func write(_ bytes: ByteBuffer, compress: Bool = true) async throws {
+    public nonisolated(nonsending) func write(_ bytes: ByteBuffer, compress: Bool = true) async throws {
         try await write(opcode: .binary, bytes, compress: compress)
     }
 
@@ -171,7 +171,7 @@ extension WebSocketConnection {
     }
 
     /// Queues a message and waits only while more than the high watermark is queued.
-    private func write(opcode: WebSocketOpcode, _ payload: ByteBuffer, compress: Bool) async throws {
+    private nonisolated(nonsending) func write(opcode: WebSocketOpcode, _ payload: ByteBuffer, compress: Bool) async throws {
         if socket.eventLoop.inEventLoop {
             // The handler reports refusals at once; a failure of the write itself comes later
             // and closes the connection, which the next write reports.
@@ -201,7 +201,7 @@ extension WebSocketConnection {
         socket.isWritable && state.withLockedValue { $0.bytesInTransit } <= highWaterMark
     }
 
-    private func waitUntilWritable() async throws {
+    private nonisolated(nonsending) func waitUntilWritable() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let open = state.withLockedValue { state -> Bool in
                 guard state.closeReasonCode == -1 else { return false }

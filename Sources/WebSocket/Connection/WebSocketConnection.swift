@@ -95,7 +95,8 @@ public final class WebSocketConnection: Sendable {
         var connected = true
         var closeReasonCode = -1
         var closeDescription: String?
-        var messageSource: WebSocketMessageSequence.Source?
+        /// The buffer of ``messages`` once it was asked for; cleared when the sequence ends.
+        var messageSource: WebSocketMessageBuffer?
         var messageSequence: WebSocketMessageSequence?
         /// Whether an iterator of ``messages`` was made (only one may be).
         var messageIteratorClaimed = false
@@ -306,9 +307,9 @@ public final class WebSocketConnection: Sendable {
     public var messages: WebSocketMessageSequence {
         state.withLockedValue { state -> WebSocketMessageSequence in
             if let existing = state.messageSequence { return existing }
-            let (sequence, source) = WebSocketMessageSequence.make(connection: self)
+            let sequence = WebSocketMessageSequence(connection: self)
             state.messageSequence = sequence
-            state.messageSource = source
+            state.messageSource = sequence.buffer
             return sequence
         }
     }

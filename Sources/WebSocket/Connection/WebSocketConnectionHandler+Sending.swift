@@ -50,14 +50,21 @@ extension WebSocketConnectionHandler {
     /// event loop's turn (so a task writing without pause never gathers more than this).
     static let deferredFlushLimit = 64 * 1024
 
-    /// Flushes after what the event loop has queued already; once per turn.
+    /// Flushes after what the event loop has queued already; once per turn: at the end of the
+    /// scoped handlers' executor turn when one is running, else in a task of its own.
     private func scheduleFlush() {
         guard !flushScheduled, let context else { return }
         flushScheduled = true
+        if let turnEnd, turnEnd.flushAtTurnEnd(self) { return }
         context.eventLoop.assumeIsolated().execute {
-            self.flushScheduled = false
-            self.flushIfNeeded()
+            self.turnEnded()
         }
+    }
+
+    /// The turn that wrote ended: flush.
+    func turnEnded() {
+        flushScheduled = false
+        flushIfNeeded()
     }
 
     func sendFrame(_ frame: WebSocketFrame, completion: (@Sendable ((any Error)?) -> Void)?) {

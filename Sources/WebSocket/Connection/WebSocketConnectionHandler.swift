@@ -31,6 +31,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var awaitingConsumer = false
     private var userPaused = false
     private var streamBackpressure = false
+    /// Messages of this read wait for ``publishMessages()`` (at the end of `process`).
+    private var stagedMessages = false
     /// Input held while delivery pauses, in order, copied out of the channel's receive buffers
     /// (see `ownStorage`). Rarely used: an empty array allocates nothing (a `CircularBuffer`
     /// allocates its storage up front, 56 bytes per idle connection).
@@ -40,6 +42,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     var needsFlush = false
     /// A flush is queued on the event loop for the async writes of this turn.
     var flushScheduled = false
+    /// The executor of the scoped handler (set on accept): its writes flush at its turn's end.
+    var turnEnd: (any WebSocketTurnEnd)?
     /// Small promise-less frames written during the read loop (echoes, pongs), gathered into one
     /// buffer that goes down the pipeline once, before the flush or any other write.
     var batch: ByteBuffer?
@@ -66,7 +70,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         self.machine = WebSocketConnectionStateMachine(role: role, options: options, codecs: codecs, now: .now())
     }
 
-    private var isHolding: Bool { awaitingConsumer || userPaused || streamBackpressure }
+    /// Delivery pauses (input is held unparsed) while nobody listens or the user paused.
+    private var isHolding: Bool { awaitingConsumer || userPaused }
+    /// Reading from the socket pauses then too, and while the `messages` consumer lags: what
+    /// was read already is still parsed and queued (at most one read's worth), only the next
+    /// read waits.
+    private var isHoldingReads: Bool { isHolding || streamBackpressure }
     private var options: WebSocketConnectionOptions { machine.options }
 
     // MARK: - Lifecycle
@@ -153,7 +162,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if isHolding {
+        if isHoldingReads {
             pendingRead = true
         } else {
             context.read()
@@ -176,7 +185,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private func process(_ input: ByteBuffer, fromChannel: Bool) {
         var buffer = input
         inReadLoop = true
-        defer { inReadLoop = false }
+        defer {
+            inReadLoop = false
+            if stagedMessages { publishMessages() }
+        }
         while true {
             var output = Output(handler: self)
             guard let inbound = machine.nextInbound(from: &buffer, into: &output) else { break }
@@ -199,6 +211,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
                 streamBackpressure = true
                 metrics?.server.pausesIn.increment()
             case .awaitingConsumer: awaitingConsumer = true
+            case .staged: stagedMessages = true
             }
         case .ignore:
             break
@@ -268,6 +281,16 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         if !paused { resumeIfPossible() }
     }
 
+    /// Hands the messages of this read to the `messages` iterator together; pauses reading
+    /// when it lags.
+    private func publishMessages() {
+        stagedMessages = false
+        if connection?.publishMessages() == true {
+            streamBackpressure = true
+            metrics?.server.pausesIn.increment()
+        }
+    }
+
     func setStreamBackpressure(_ on: Bool) {
         streamBackpressure = on
         if !on { resumeIfPossible() }
@@ -279,7 +302,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             process(held.removeFirst(), fromChannel: false)
         }
         flushIfNeeded()
-        if !isHolding && pendingRead {
+        if !isHoldingReads && pendingRead {
             pendingRead = false
             context.read()
         }

@@ -20,7 +20,7 @@ public final class WebSocketRouter: Sendable {
     public typealias Handler = @Sendable (WebSocketRouterRequest) -> Void
     /// The scoped handler of a route that accepts every request
     /// (``mount(_:protocol:connectionHandler:)``): it has the connection for as long as it runs.
-    public typealias ConnectionHandler = @Sendable (WebSocketConnection) async throws -> Void
+    public typealias ConnectionHandler = nonisolated(nonsending) @Sendable (WebSocketConnection) async throws -> Void
 
     /// The protocol key for requests that asked for no subprotocol (as in the original).
     static let noProtocol = "____no_protocol____"

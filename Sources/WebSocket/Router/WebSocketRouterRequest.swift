@@ -44,7 +44,7 @@ public struct WebSocketRouterRequest: Sendable {
     @discardableResult
     public func accept(
         origin: String? = nil, cookies: [WebSocketCookie] = [],
-        handler: @escaping @Sendable (WebSocketConnection) async throws -> Void
+        handler: nonisolated(nonsending) @escaping @Sendable (WebSocketConnection) async throws -> Void
     ) throws -> WebSocketConnection {
         try webSocketRequest.accept(protocol: `protocol`, origin: origin, cookies: cookies, handler: handler)
     }

@@ -173,7 +173,7 @@ public final class WebSocketRequest: Sendable {
     @discardableResult
     public func accept(
         protocol: String? = nil, origin: String? = nil, cookies: [WebSocketCookie] = [],
-        handler: @escaping @Sendable (WebSocketConnection) async throws -> Void
+        handler: nonisolated(nonsending) @escaping @Sendable (WebSocketConnection) async throws -> Void
     ) throws -> WebSocketConnection {
         let connection = try accept(protocol: `protocol`, origin: origin, cookies: cookies)
         server.runScoped(connection, handler: handler)

@@ -11,8 +11,8 @@ import NIOCore
 /// A connection that is already closing (the peer closed it, or the handler did) is left alone.
 extension WebSocketServer {
     /// Runs `handler` for `connection` in a task that ``shutDown()`` cancels and waits for.
-    func runScoped(_ connection: WebSocketConnection, handler: @escaping @Sendable (WebSocketConnection) async throws -> Void) {
-        scopedHandlers.start(on: connection.socket.eventLoop) {
+    func runScoped(_ connection: WebSocketConnection, handler: nonisolated(nonsending) @escaping @Sendable (WebSocketConnection) async throws -> Void) {
+        let executor = scopedHandlers.start(on: connection.socket.eventLoop) {
             var failure: (any Error)?
             do {
                 try await handler(connection)
@@ -32,6 +32,8 @@ extension WebSocketServer {
                 try? connection.close(reasonCode: WebSocketCloseReason.normal)
             }
         }
+        // The handler's writes then flush at the end of the executor's turn, with no job of their own.
+        if let executor { connection.onLoop { $0.turnEnd = executor } }
     }
 }
 
@@ -43,32 +45,51 @@ final class WebSocketScopedHandlers: Sendable {
         var nextID: UInt64 = 0
         /// Set while the server shuts down: tasks started meanwhile are cancelled at once.
         var cancelling = false
+        /// One executor per event loop, shared by the handlers of its connections: their jobs
+        /// of one turn run from one queue, and their writes flush once at its end.
+        var executors: [ObjectIdentifier: any Sendable & AnyObject] = [:]
     }
     private let state = NIOLockedValueBox(State())
 
-    /// Starts `body` in a tracked task (cancelled at once during a shutdown) that runs on
-    /// `eventLoop` (the connection's): its sends and the messages it awaits then need no hop
-    /// between threads.
-    func start(on eventLoop: any EventLoop, _ body: @escaping @Sendable () async -> Void) {
-        state.withLockedValue { state in
+    /// Starts `body` in a tracked task (cancelled at once during a shutdown) isolated to
+    /// `eventLoop` (the connection's): `body` and the nonsending async calls it makes (the
+    /// connection's `messages` and writes) run on the connection's thread, with no hop between
+    /// threads when they suspend and resume.
+    @discardableResult
+    func start(on eventLoop: any EventLoop, _ body: nonisolated(nonsending) @escaping @Sendable () async -> Void) -> (any WebSocketTurnEnd)? {
+        state.withLockedValue { state -> (any WebSocketTurnEnd)? in
             let id = state.nextID
             state.nextID += 1
             let cancelledAtStart = state.cancelling
+            let isolation = EventLoopIsolation(eventLoop, executors: &state.executors)
+            let scope = WebSocketScopeCancellation()
             let operation: @Sendable () async -> Void = {
+                withUnsafeCurrentTask { scope.adopt($0) }
                 // Cancelled before the body runs (cancelling the handle after creating it would
                 // race with a task that starts at once on its event loop).
                 if cancelledAtStart { withUnsafeCurrentTask { $0?.cancel() } }
-                await body()
+                await withTaskCancellationHandler {
+                    await WebSocketScopeCancellation.$current.withValue(scope) {
+                        await isolation.run(body)
+                    }
+                } onCancel: {
+                    scope.cancel()
+                }
+                scope.adopt(nil)
                 self.state.withLockedValue { _ = $0.tasks.removeValue(forKey: id) }
             }
             // Made under the lock, so the task is registered before it can remove itself.
             let task: Task<Void, Never>
             if #available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *) {
-                task = Task(executorPreference: EventLoopTaskExecutor(eventLoop), operation: operation)
+                // The same executor as the isolation's, preferred for nonisolated code too: a
+                // continuation resumes on the task's preferred executor (else on the global
+                // pool, another thread) and then finds itself on the actor's already.
+                task = Task(executorPreference: isolation.loopExecutor as? EventLoopExecutor, operation: operation)
             } else {
                 task = Task(operation: operation)
             }
             state.tasks[id] = task
+            return isolation.loopExecutor as? any WebSocketTurnEnd
         }
     }
 
@@ -96,20 +117,4 @@ final class WebSocketScopedHandlers: Sendable {
 
     /// The number of running handler tasks.
     var count: Int { state.withLockedValue { $0.tasks.count } }
-}
-
-/// Runs tasks on a NIO event loop: a scoped handler's task then lives on its connection's
-/// thread, as its callbacks do. Measured with the async echo benchmark (Benchmarks/README.md).
-@available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *)
-final class EventLoopTaskExecutor: TaskExecutor {
-    let eventLoop: any EventLoop
-
-    init(_ eventLoop: any EventLoop) {
-        self.eventLoop = eventLoop
-    }
-
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        eventLoop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
 }

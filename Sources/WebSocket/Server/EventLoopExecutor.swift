@@ -1,0 +1,114 @@
+import NIOCore
+
+/// Runs jobs on a NIO event loop, as the serial executor of a scoped handler's isolation and
+/// as its task's preferred executor at once; one per event loop. Every job runs isolated to it with it as the task
+/// executor, so the runtime's executor checks (`swift_task_switch`) find the task where it
+/// should be and run on inline: a resumed task costs one job on the loop, not a hop to the
+/// global pool and back, nor a second enqueue between two executors of the same thread
+/// (measured with the async echo benchmark, Benchmarks/README.md).
+///
+/// Jobs enqueued on the loop go to a queue of its own that one NIO task drains: a job costs an
+/// array slot, not a closure and a NIO task each. After a drain, the connections whose handlers
+/// wrote during it flush, once each (``WebSocketTurnEnd``), instead of each queuing a flush task.
+@available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *)
+final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @unchecked Sendable {
+    let eventLoop: any EventLoop
+    // Touched on the event loop only (enqueue checks `inEventLoop`, drains run there).
+    private var queue: [UnownedJob] = []
+    private var spare: [UnownedJob] = []
+    private var drainScheduled = false
+    private var draining = false
+    private var flushes: [WebSocketConnectionHandler] = []
+
+    init(_ eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.enqueueOnLoop(job) }
+            return
+        }
+        enqueueOnLoop(job)
+    }
+
+    private func enqueueOnLoop(_ job: UnownedJob) {
+        queue.append(job)
+        guard !drainScheduled else { return }
+        drainScheduled = true
+        eventLoop.execute { self.drain() }
+    }
+
+    /// Runs the jobs queued so far (those they enqueue wait for the next drain, after the I/O
+    /// the loop has pending), then the flushes they asked for.
+    private func drain() {
+        drainScheduled = false
+        swap(&queue, &spare)
+        draining = true
+        for job in spare {
+            job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+        }
+        spare.removeAll(keepingCapacity: true)
+        draining = false
+        guard !flushes.isEmpty else { return }
+        let handlers = flushes
+        flushes.removeAll(keepingCapacity: true)
+        for handler in handlers { handler.turnEnded() }
+    }
+
+    func flushAtTurnEnd(_ handler: WebSocketConnectionHandler) -> Bool {
+        guard draining, eventLoop.inEventLoop else { return false }
+        flushes.append(handler)
+        return true
+    }
+
+    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    func checkIsolated() {
+        eventLoop.preconditionInEventLoop()
+    }
+}
+
+/// The isolation of a scoped handler: an actor whose executor runs on the connection's event
+/// loop. The handler (`nonisolated(nonsending)`) and the connection's nonsending async calls
+/// (`messages`, `write`) inherit it.
+actor EventLoopIsolation {
+    /// An ``EventLoopExecutor`` where task executors exist, else NIO's executor of the loop.
+    let loopExecutor: any SerialExecutor
+
+    /// The isolation of a handler on `eventLoop`, with the loop's executor from `executors`
+    /// (made there if it is the first).
+    init(_ eventLoop: any EventLoop, executors: inout [ObjectIdentifier: any Sendable & AnyObject]) {
+        if #available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *) {
+            let key = ObjectIdentifier(eventLoop as AnyObject)
+            if let existing = executors[key] as? EventLoopExecutor {
+                loopExecutor = existing
+            } else {
+                let executor = EventLoopExecutor(eventLoop)
+                executors[key] = executor
+                loopExecutor = executor
+            }
+        } else {
+            loopExecutor = eventLoop.executor
+        }
+    }
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor {
+        loopExecutor.asUnownedSerialExecutor()
+    }
+
+    /// Runs `body` isolated to the event loop.
+    func run(_ body: nonisolated(nonsending) @Sendable () async -> Void) async {
+        await body()
+    }
+}
+
+/// Where a connection's async writes flush when they were made by a job of an executor's turn:
+/// at the turn's end, with the other connections of the turn.
+protocol WebSocketTurnEnd: AnyObject, Sendable {
+    /// Takes `handler` for a flush at the end of the running turn; false when no turn runs here.
+    func flushAtTurnEnd(_ handler: WebSocketConnectionHandler) -> Bool
+}

@@ -1,0 +1,54 @@
+import NIOConcurrencyHelpers
+
+/// The cancellation of a scoped handler's task, watched once for the task's whole life: the
+/// server's runner wraps the handler in one cancellation handler that calls ``cancel()``, and
+/// the `messages` sequences that task waits on register here instead of installing a
+/// cancellation handler per wait. Only the task itself relies on it (``isCurrentTask``): a
+/// child or unstructured task that inherits the task-local value has cancellations of its own
+/// and waits with a handler.
+final class WebSocketScopeCancellation: Sendable {
+    /// The scope of the running scoped handler, if any.
+    @TaskLocal static var current: WebSocketScopeCancellation?
+
+    private struct Owner: @unchecked Sendable {
+        /// Compared, never used: set by the task itself while it runs, cleared before it ends,
+        /// so the address cannot belong to another task meanwhile.
+        var task: UnsafeCurrentTask?
+    }
+    private struct State {
+        var owner = Owner()
+        var cancelled = false
+        var buffers: [WebSocketMessageBuffer] = []
+    }
+    private let state = NIOLockedValueBox(State())
+
+    /// Called by the scope's task when it starts and (with nil) before it ends.
+    func adopt(_ task: UnsafeCurrentTask?) {
+        state.withLockedValue { $0.owner = Owner(task: task) }
+    }
+
+    /// Whether the calling task is the scope's own.
+    var isCurrentTask: Bool {
+        withUnsafeCurrentTask { current in
+            guard let current else { return false }
+            return state.withLockedValue { $0.owner.task == current }
+        }
+    }
+
+    /// Registers `buffer` for the cancellation; true when it came already.
+    func watch(_ buffer: WebSocketMessageBuffer) -> Bool {
+        state.withLockedValue { state in
+            if !state.buffers.contains(where: { $0 === buffer }) { state.buffers.append(buffer) }
+            return state.cancelled
+        }
+    }
+
+    /// The scope's task was cancelled: wake what it waits on.
+    func cancel() {
+        let buffers = state.withLockedValue { state -> [WebSocketMessageBuffer] in
+            state.cancelled = true
+            return state.buffers
+        }
+        for buffer in buffers { buffer.cancelWaiter(viaScope: true) }
+    }
+}
