@@ -243,19 +243,7 @@ struct ScopedHandlerTests {
     func childTaskCancellation() async throws {
         let outcome = Events<String>()
         let server = try await scopedServer { connection in
-            let waiting = Task {
-                do {
-                    for try await _ in connection.messages {}
-                    return "ended"
-                } catch is CancellationError {
-                    return "cancelled"
-                }
-            }
-            // Cancel it only once it waits for a message, so that its cancellation handler (not
-            // the check before waiting) is what wakes it.
-            try await eventually(10, "the child to wait") { connection.messages.buffer.isWaiting }
-            waiting.cancel()
-            outcome.fulfill((try? await waiting.value) ?? "failed")
+            outcome.fulfill((try? await cancelWhileWaiting(connection)) ?? "failed")
             outcome.fulfill(Task.isCancelled ? "handler cancelled" : "handler running")
         }
         defer { Task { await server.stop() } }
@@ -294,18 +282,25 @@ struct ScopedHandlerTests {
         }
         defer { Task { await server.stop() } }
         let (client, _) = try await connectClient(server.url)
-        let waiting = Task {
-            do {
-                for try await _ in client.messages {}
-                return "ended"
-            } catch is CancellationError {
-                return "cancelled"
-            }
-        }
-        try await eventually(10, "the task to wait") { client.messages.buffer.isWaiting }
-        waiting.cancel()
-        #expect(try await within(10, "the task's end") { try await waiting.value } == "cancelled")
+        #expect(try await cancelWhileWaiting(client) == "cancelled")
     }
+}
+
+/// Iterates `connection.messages` in a task of its own and cancels that task once it waits for
+/// a message, so that its cancellation handler (not the check before waiting) is what wakes it.
+/// Returns how the loop ended: "cancelled" (CancellationError) or "ended" (nil).
+private func cancelWhileWaiting(_ connection: WebSocketConnection) async throws -> String {
+    let waiting = Task {
+        do {
+            for try await _ in connection.messages {}
+            return "ended"
+        } catch is CancellationError {
+            return "cancelled"
+        }
+    }
+    try await eventually(10, "the task to wait") { connection.messages.buffer.isWaiting }
+    waiting.cancel()
+    return try await within(10, "the task's end") { try await waiting.value }
 }
 
 /// The caller's isolation.

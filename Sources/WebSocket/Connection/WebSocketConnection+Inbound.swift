@@ -117,7 +117,6 @@ extension WebSocketConnection {
         for event in waiting {
             _ = deliver(event, to: state.withLockedValue { Self.target(of: event, in: &$0) })
         }
-        if socket.eventLoop.inEventLoop, publishMessages() { onLoop { $0.setStreamBackpressure(true) } }
         if state.withLockedValue({ $0.closed }) { finishMessages() }
     }
 

@@ -272,6 +272,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// A listener arrived: hand it what waited and read on.
     func consumerAttached() {
         connection?.flushPending()
+        // What waited went to the `messages` iterator staged, as a read's messages do.
+        publishMessages()
         awaitingConsumer = false
         resumeIfPossible()
     }

@@ -70,6 +70,22 @@ final class WebSocketMessageBuffer: Sendable {
         guard !staged.isEmpty else { return .produceMore }
         var batch = spare
         swap(&batch, &staged)
+        let result = handOver(&batch)
+        // `batch` is empty now: the next read's storage.
+        spare = batch
+        return result
+    }
+
+    /// Hands `message` to the iterator at once (a yield off the event loop).
+    private func yieldNow(_ message: WebSocketMessage) -> YieldResult {
+        var batch = CircularBuffer<WebSocketMessage>(initialCapacity: 1)
+        batch.append(message)
+        return handOver(&batch)
+    }
+
+    /// Moves `batch` (not empty) to the iterator: its first message at once if the iterator
+    /// waits, the rest to the queue. Leaves `batch` empty, its storage kept.
+    private func handOver(_ batch: inout CircularBuffer<WebSocketMessage>) -> YieldResult {
         let (waiter, first, result) = state.withLockedValue {
             state -> (UnsafeContinuation<WebSocketMessage?, any Error>?, WebSocketMessage?, YieldResult) in
             if state.terminated || state.finished {
@@ -94,39 +110,8 @@ final class WebSocketMessageBuffer: Sendable {
             state.stopped = true
             return (waiter, first, .stopProducing)
         }
-        // `batch` is empty now: the next read's storage.
-        spare = batch
         if let waiter { waiter.resume(returning: first) }
         return result
-    }
-
-    /// Hands `message` to the iterator at once (at once if it waits), or keeps it until it asks.
-    private func yieldNow(_ message: WebSocketMessage) -> YieldResult {
-        enum Action {
-            case resume(UnsafeContinuation<WebSocketMessage?, any Error>)
-            case result(YieldResult)
-        }
-        let action = state.withLockedValue { state -> Action in
-            if state.terminated || state.finished { return .result(.dropped) }
-            if let waiter = state.waiter {
-                state.waiter = nil
-                state.handedOut = 1
-                return .resume(waiter)
-            }
-            state.messages.append(message)
-            if state.messages.count + state.handedOut > Self.highWatermark {
-                state.stopped = true
-                return .result(.stopProducing)
-            }
-            return .result(.produceMore)
-        }
-        switch action {
-        case .resume(let waiter):
-            waiter.resume(returning: message)
-            return .produceMore
-        case .result(let result):
-            return result
-        }
     }
 
     /// Ends the iteration after the waiting messages: normally, or by throwing `error`.
