@@ -176,22 +176,26 @@ extension WebSocketConnection {
             // The handler reports refusals at once; a failure of the write itself comes later
             // and closes the connection, which the next write reports.
             if let error = handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress) { throw error }
-        } else {
-            let size = payload.readableBytes
-            let open = state.withLockedValue { state -> Bool in
-                guard state.closeReasonCode == -1 else { return false }
-                state.bytesInTransit += size
-                return true
+            // The frames are in the channel now, so its writability tells whether the outbound
+            // buffer is above the watermark (the bytes of other threads' writes still in transit
+            // to the loop are not in it yet: their own writers wait for them).
+            if !socket.isWritable { try await waitUntilWritable() }
+            return
+        }
+        let size = payload.readableBytes
+        let open = state.withLockedValue { state -> Bool in
+            guard state.closeReasonCode == -1 else { return false }
+            state.bytesInTransit += size
+            return true
+        }
+        guard open else { throw WebSocketError(.notConnected, "Cannot send: the connection is closing or closed") }
+        socket.eventLoop.execute {
+            _ = self.handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress)
+            let drained = self.state.withLockedValue { state -> Bool in
+                state.bytesInTransit -= size
+                return !state.writeWaiters.isEmpty
             }
-            guard open else { throw WebSocketError(.notConnected, "Cannot send: the connection is closing or closed") }
-            socket.eventLoop.execute {
-                _ = self.handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress)
-                let drained = self.state.withLockedValue { state -> Bool in
-                    state.bytesInTransit -= size
-                    return !state.writeWaiters.isEmpty
-                }
-                if drained { self.wakeWaitingWrites() }
-            }
+            if drained { self.wakeWaitingWrites() }
         }
         if !canWriteMore { try await waitUntilWritable() }
     }

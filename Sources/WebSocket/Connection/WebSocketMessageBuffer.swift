@@ -152,13 +152,23 @@ final class WebSocketMessageBuffer: Sendable {
 
     /// The iterator's buffer is empty: takes every waiting message into `batch` and returns the
     /// first, or waits for one.
-    nonisolated(nonsending) func next(refilling batch: inout CircularBuffer<WebSocketMessage>) async throws -> WebSocketMessage? {
+    ///
+    /// A scoped handler's own task has its cancellation watched once for its whole life (see
+    /// ``WebSocketScopeCancellation``): it looks and waits under one lock. Any other task looks
+    /// first, and installs a cancellation handler only to wait, which costs four more executor
+    /// checks per wait (each a lock of the task's status records when the task prefers an
+    /// executor): a fifth of the async echo's time on W1.
+    nonisolated(nonsending) func next(
+        refilling batch: inout CircularBuffer<WebSocketMessage>, watch: inout WebSocketScopeWatch
+    ) async throws -> WebSocketMessage? {
+        let (viaScope, scopeCancelled) = watch.check(for: self)
+        if viaScope { return try await suspend(viaScope: true, cancelled: scopeCancelled, refilling: &batch) }
         let cancelled = Task.isCancelled
         let step = state.withLockedValue { state -> Step? in
             if state.messages.isEmpty && !state.finished && !state.terminated && !cancelled { return nil }
             return Self.take(&state, into: &batch, cancelled: cancelled)
         }
-        guard let step else { return try await waitForMessage() }
+        guard let step else { return try await waitWithCancellationHandler(refilling: &batch) }
         return try perform(step)
     }
 
@@ -216,48 +226,33 @@ final class WebSocketMessageBuffer: Sendable {
         return state.stopped
     }
 
-    /// Suspends until the event loop yields a message or ends the iteration, or the task is
-    /// cancelled.
-    ///
-    /// A scoped handler's own task has its cancellation watched once for its whole life (see
-    /// ``WebSocketScopeCancellation``); any other task installs a cancellation handler per wait,
-    /// which costs four more executor checks per wait (each a lock of the task's status records
-    /// when the task prefers an executor): a fifth of the async echo's time on W1.
-    private nonisolated(nonsending) func waitForMessage() async throws -> WebSocketMessage? {
-        if let scope = WebSocketScopeCancellation.current, scope.isCurrentTask {
-            let cancelled = scope.watch(self)
-            return try await suspend(viaScope: true, cancelled: cancelled)
-        }
-        return try await waitWithCancellationHandler()
-    }
-
     /// Waits with a cancellation handler of its own. Isolated to the caller's actor, captured by
     /// the operation so that it runs there too (a closure in a `nonisolated(nonsending)` function
     /// would run on the generic executor: a hop off the caller's executor and back per wait).
-    private func waitWithCancellationHandler(isolation: isolated (any Actor)? = #isolation) async throws -> WebSocketMessage? {
+    private func waitWithCancellationHandler(
+        refilling batch: inout CircularBuffer<WebSocketMessage>, isolation: isolated (any Actor)? = #isolation
+    ) async throws -> WebSocketMessage? {
         try await withTaskCancellationHandler {
             _ = isolation
-            return try await suspend(viaScope: false, cancelled: false)
+            return try await suspend(viaScope: false, cancelled: false, refilling: &batch)
         } onCancel: {
             cancelWaiter(viaScope: false)
         }
     }
 
-    /// Stores the continuation, unless a message, the end or a cancellation is there already.
-    private nonisolated(nonsending) func suspend(viaScope: Bool, cancelled: Bool) async throws -> WebSocketMessage? {
+    /// Takes what waits into `batch` (returning the first), or the end, or stores the
+    /// continuation until the event loop yields, the connection ends or the task is cancelled
+    /// (`viaScope`: through its scope; else through the caller's cancellation handler).
+    private nonisolated(nonsending) func suspend(
+        viaScope: Bool, cancelled: Bool, refilling batch: inout CircularBuffer<WebSocketMessage>
+    ) async throws -> WebSocketMessage? {
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<WebSocketMessage?, any Error>) in
-            // Looked at again under the lock that `yield` and the cancellation take: a message
-            // may have come since, or the cancellation (whose handler found no waiter).
-            var batch = CircularBuffer<WebSocketMessage>(initialCapacity: 1)
-            let taskCancelled = cancelled || Task.isCancelled
+            // Under the lock that `yield` and the cancellation take: a message may have come
+            // since the caller looked, or the cancellation (whose handler found no waiter).
+            let taskCancelled = cancelled || (!viaScope && Task.isCancelled)
             let step = state.withLockedValue { state -> Step in
-                let cancelled = taskCancelled || (viaScope && state.scopeCancelled)
-                // At most one message is returned here; the others stay for the next call.
-                if !cancelled, let first = state.messages.popFirst() {
-                    state.handedOut = 1
-                    return .message(first, resumeReading: Self.resumeIfLow(&state))
-                }
                 state.waiterViaScope = viaScope
+                let cancelled = taskCancelled || (viaScope && state.scopeCancelled)
                 return Self.take(&state, into: &batch, cancelled: cancelled, waiter: continuation)
             }
             do {

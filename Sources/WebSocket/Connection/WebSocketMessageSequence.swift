@@ -37,6 +37,8 @@ public struct WebSocketMessageSequence: AsyncSequence, Sendable {
         private var batch = CircularBuffer<WebSocketMessage>(initialCapacity: 4)
         /// Set for an iterator that may not run (a second one): its first `next()` throws it.
         private var refusal: WebSocketError?
+        /// Whether the waiting task is a scoped handler's own (see ``WebSocketScopeWatch``).
+        private var scopeWatch = WebSocketScopeWatch()
 
         init(buffer: WebSocketMessageBuffer) {
             consumer = Consumer(buffer: buffer)
@@ -68,7 +70,7 @@ public struct WebSocketMessageSequence: AsyncSequence, Sendable {
                 throw refusal
             }
             guard let buffer = consumer?.buffer else { return nil }
-            return try await buffer.next(refilling: &batch)
+            return try await buffer.next(refilling: &batch, watch: &scopeWatch)
         }
     }
 

@@ -46,8 +46,10 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
         drainScheduled = false
         swap(&queue, &spare)
         draining = true
+        let serial = asUnownedSerialExecutor()
+        let taskExecutor = asUnownedTaskExecutor()
         for job in spare {
-            job.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+            job.runSynchronously(isolatedTo: serial, taskExecutor: taskExecutor)
         }
         spare.removeAll(keepingCapacity: true)
         draining = false

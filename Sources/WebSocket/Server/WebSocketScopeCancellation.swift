@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 /// The cancellation of a scoped handler's task, watched once for the task's whole life: the
 /// server's runner wraps the handler in one cancellation handler that calls ``cancel()``, and
 /// the `messages` sequences that task waits on register here instead of installing a
-/// cancellation handler per wait. Only the task itself relies on it (``isCurrentTask``): a
+/// cancellation handler per wait. Only the task itself relies on it (``WebSocketScopeWatch``): a
 /// child or unstructured task that inherits the task-local value has cancellations of its own
 /// and waits with a handler.
 final class WebSocketScopeCancellation: Sendable {
@@ -27,12 +27,9 @@ final class WebSocketScopeCancellation: Sendable {
         state.withLockedValue { $0.owner = Owner(task: task) }
     }
 
-    /// Whether the calling task is the scope's own.
-    var isCurrentTask: Bool {
-        withUnsafeCurrentTask { current in
-            guard let current else { return false }
-            return state.withLockedValue { $0.owner.task == current }
-        }
+    /// Whether `task` is the scope's own.
+    func isOwned(by task: UnsafeCurrentTask) -> Bool {
+        state.withLockedValue { $0.owner.task == task }
     }
 
     /// Registers `buffer` for the cancellation; true when it came already.
@@ -50,5 +47,33 @@ final class WebSocketScopeCancellation: Sendable {
             return state.buffers
         }
         for buffer in buffers { buffer.cancelWaiter(viaScope: true) }
+    }
+}
+
+/// An iterator's memo of whether the task that waits on its buffer is the running scope's own
+/// (whose cancellation the scope watches): looked up (a task-local and a lock), and the buffer
+/// registered with the scope, only when the waiting task changes; another wait by the same task
+/// costs a read of the current task.
+struct WebSocketScopeWatch {
+    /// The task the memo is about, kept (retained) so that its address cannot pass to another
+    /// task meanwhile.
+    private var task: UnsafeCurrentTask?
+    private var viaScope = false
+
+    /// Whether the calling task is the running scope's own, its cancellation watched for
+    /// `buffer`; `cancelled` when the scope was cancelled before `buffer` registered (this wait
+    /// must end; later ones learn it from the buffer).
+    mutating func check(for buffer: WebSocketMessageBuffer) -> (viaScope: Bool, cancelled: Bool) {
+        withUnsafeCurrentTask { current in
+            guard let current else { return (false, false) }
+            if let task, task == current { return (viaScope, false) }
+            task = current
+            guard let scope = WebSocketScopeCancellation.current, scope.isOwned(by: current) else {
+                viaScope = false
+                return (false, false)
+            }
+            viaScope = true
+            return (true, scope.watch(buffer))
+        }
     }
 }
