@@ -275,6 +275,36 @@ struct ScopedHandlerTests {
         #expect(try await closed.next(10, "the close").code == 1001)
     }
 
+    @Test("an iterator that waited in the handler's own task, moved into a child task: cancelling the child wakes its wait")
+    func iteratorMovedToChildTask() async throws {
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            var iterator = connection.messages.makeAsyncIterator()
+            // The handler's own task waits first: the iterator notes the scope watches it.
+            _ = try await iterator.next()
+            let moved = iterator
+            let child = Task {
+                var iterator = moved
+                do {
+                    _ = try await iterator.next()
+                    return "ended"
+                } catch is CancellationError {
+                    return "cancelled"
+                }
+            }
+            try await eventually(10, "the child to wait") { connection.messages.buffer.isWaiting }
+            child.cancel()
+            // Had the child's wait relied on the handler's scope, only the handler's
+            // cancellation would wake it.
+            outcome.fulfill((try? await within(5, "the child's end") { try await child.value }) ?? "not woken")
+        }
+        defer { Task { await server.stop() } }
+        let (client, closed) = try await connectClient(server.url)
+        try await client.sendUTF("first")
+        #expect(try await outcome.next(10, "the child's end") == "cancelled")
+        #expect(try await closed.next(10, "the close").code == 1000)
+    }
+
     @Test("a plain task iterating a client connection's `messages`: cancelling it while it waits throws CancellationError")
     func plainTaskCancellation() async throws {
         let server = try await scopedServer { connection in
