@@ -14,12 +14,13 @@ struct AsyncWriteBatchingTests {
     /// With `turnEnd`, the connection's writes flush at the end of the executor's drain, as a
     /// scoped handler's do (`runScoped` sets it); without, in a flush task of their own.
     private static func writesOnLoop(
-        _ peer: VirtualPeer, turnEndOf connection: WebSocketConnection? = nil, _ body: @escaping @Sendable () async throws -> Void
+        _ peer: VirtualPeer, turnEndOf connection: WebSocketConnection? = nil, executor: EventLoopExecutor? = nil,
+        _ body: @escaping @Sendable () async throws -> Void
     ) async throws -> [ByteBuffer] {
         // The handshake's bytes are gone already (read by withClient); drain anything else.
         while try await peer.channel.readOutbound(as: ByteBuffer.self) != nil {}
         let done = NIOLockedValueBox(false)
-        let executor = EventLoopExecutor(peer.loop)
+        let executor = executor ?? EventLoopExecutor(peer.loop)
         if let connection {
             try await peer.loop.executeInContext { connection.handler.turnEnd = executor }
         }
@@ -101,5 +102,52 @@ struct AsyncWriteBatchingTests {
             #expect(buffers.count == 1)
             #expect(try Self.parse(buffers).map { String(buffer: $0.binaryPayload) } == (0..<10).map { "t\($0)" })
         }
+    }
+
+    @Test("a turn's flushed batch goes back to the loop's executor, and the next turn writes into it")
+    func flushedBatchIsReused() async throws {
+        try await VirtualPeer.withClient { peer, connection in
+            let executor = EventLoopExecutor(peer.loop)
+            let first = try await Self.writesOnLoop(peer, turnEndOf: connection, executor: executor) {
+                try await connection.write("one")
+            }
+            #expect(try Self.parse(first).map { String(buffer: $0.binaryPayload) } == ["one"])
+            // Without the hand-back, the flushed batch is dropped and every turn allocates one.
+            #expect(try await peer.loop.submit { executor.spareBatchCount }.get() == 1)
+            let second = try await Self.writesOnLoop(peer, turnEndOf: connection, executor: executor) {
+                try await connection.write("two")
+                #expect(executor.spareBatchCount == 0)
+            }
+            #expect(try Self.parse(second).map { String(buffer: $0.binaryPayload) } == ["two"])
+        }
+    }
+
+    @Test("a spare batch is the flushed storage, cleared, unless something still holds it; at most 64 of at most 4 KiB")
+    func spareBatchStorage() async throws {
+        let loop = EmbeddedEventLoop()
+        let executor = EventLoopExecutor(loop)
+        func address(_ buffer: ByteBuffer) -> UInt { buffer.withVeryUnsafeBytes { UInt(bitPattern: $0.baseAddress) } }
+        var written = ByteBufferAllocator().buffer(capacity: 1024)
+        written.writeString("flushed")
+        let storage = address(written)
+        executor.recycle(written)
+        written = ByteBuffer()
+        let reused = try #require(executor.spareBatch(capacity: 100))
+        #expect(address(reused) == storage)
+        #expect(reused.readableBytes == 0 && reused.capacity >= 1024)
+        #expect(executor.spareBatch(capacity: 100) == nil)
+
+        // Still held (a write the socket did not take whole): fresh storage, the held bytes intact.
+        var held = ByteBufferAllocator().buffer(capacity: 1024)
+        held.writeString("pending")
+        executor.recycle(held)
+        let fresh = try #require(executor.spareBatch(capacity: 100))
+        #expect(address(fresh) != address(held))
+        #expect(String(buffer: held) == "pending")
+
+        executor.recycle(ByteBufferAllocator().buffer(capacity: 8192))
+        #expect(executor.spareBatchCount == 0)
+        for _ in 0..<70 { executor.recycle(ByteBufferAllocator().buffer(capacity: 64)) }
+        #expect(executor.spareBatchCount == 64)
     }
 }

@@ -156,7 +156,8 @@ extension WebSocketConnectionHandler {
         }
         if inReadLoop && promise == nil {
             if batch == nil {
-                batch = context.channel.allocator.buffer(capacity: max(Self.batchCapacity, headerLength + length))
+                let capacity = max(Self.batchCapacity, headerLength + length)
+                batch = turnEnd?.spareBatch(capacity: capacity) ?? context.channel.allocator.buffer(capacity: capacity)
             }
             header.write(to: &batch!)
             batch!.writeMaskedPayload(payload.readableBytesView, key: key)
@@ -199,8 +200,11 @@ extension WebSocketConnectionHandler {
         publishedBytesUnflushed = 0
         if needsFlush, let context {
             needsFlush = false
+            let written = batch
             writeBatch()
             context.flush()
+            // Written now unless the socket was full (then the reuse allocates anew).
+            if let written, let turnEnd { turnEnd.recycle(written) }
         }
     }
 }
