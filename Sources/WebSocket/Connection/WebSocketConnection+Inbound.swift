@@ -21,10 +21,10 @@ extension WebSocketConnection {
     }
 
     func onLoop(_ body: @escaping @Sendable (WebSocketConnectionHandler) -> Void) {
-        if socket.eventLoop.inEventLoop {
+        if eventLoop.inEventLoop {
             body(handler)
         } else {
-            socket.eventLoop.execute { body(self.handler) }
+            eventLoop.execute { body(self.handler) }
         }
     }
 

@@ -156,7 +156,7 @@ extension WebSocketConnection {
 
     func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
         // On the loop (an echo from onMessage, say), call straight through: no closure to allocate.
-        if socket.eventLoop.inEventLoop {
+        if eventLoop.inEventLoop {
             handler.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion)
             return
         }
@@ -172,7 +172,7 @@ extension WebSocketConnection {
 
     /// Queues a message and waits only while more than the high watermark is queued.
     private nonisolated(nonsending) func write(opcode: WebSocketOpcode, _ payload: ByteBuffer, compress: Bool) async throws {
-        if socket.eventLoop.inEventLoop {
+        if eventLoop.inEventLoop {
             // The handler reports refusals at once; a failure of the write itself comes later
             // and closes the connection, which the next write reports.
             if let error = handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress) { throw error }
@@ -189,7 +189,7 @@ extension WebSocketConnection {
             return true
         }
         guard open else { throw WebSocketError(.notConnected, "Cannot send: the connection is closing or closed") }
-        socket.eventLoop.execute {
+        eventLoop.execute {
             _ = self.handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress)
             let drained = self.state.withLockedValue { state -> Bool in
                 state.bytesInTransit -= size

@@ -84,6 +84,9 @@ public final class WebSocketConnection: Sendable {
     nonisolated(unsafe) let handler: WebSocketConnectionHandler
     /// The write buffer's high watermark: async writes wait while more is queued.
     let highWaterMark: Int
+    /// The socket's event loop, kept: asking the channel for it on every message (is this its
+    /// thread?) costs a retain and a release each time.
+    let eventLoop: any EventLoop
     /// The topics of the server that accepted this connection (nil for a client's).
     let topicRegistry: WebSocketTopicRegistry?
     /// How published messages are framed for this connection (from its extensions).
@@ -161,6 +164,7 @@ public final class WebSocketConnection: Sendable {
         codecs: sending [any WebSocketExtensionCodec] = []
     ) {
         self.socket = channel
+        self.eventLoop = channel.eventLoop
         self.role = role
         self.isHTTP2Stream = options.isHTTP2Stream
         self.maxPendingBytes = options.maxReceivedMessageSize

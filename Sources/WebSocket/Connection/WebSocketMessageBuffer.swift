@@ -57,7 +57,7 @@ final class WebSocketMessageBuffer: Sendable {
     /// Hands `message` to the iterator: on the event loop it waits for the read's
     /// ``publish()``; elsewhere it goes at once.
     func yield(_ message: WebSocketMessage) -> YieldResult {
-        if connection.socket.eventLoop.inEventLoop {
+        if connection.eventLoop.inEventLoop {
             staged.append(message)
             return .staged
         }
@@ -117,7 +117,7 @@ final class WebSocketMessageBuffer: Sendable {
     /// Ends the iteration after the waiting messages: normally, or by throwing `error`.
     func finish(_ error: (any Error)? = nil) {
         // The messages of the read that ended the connection come first.
-        if connection.socket.eventLoop.inEventLoop { _ = publish() }
+        if connection.eventLoop.inEventLoop { _ = publish() }
         let waiter = state.withLockedValue { state -> UnsafeContinuation<WebSocketMessage?, any Error>? in
             guard !state.finished, !state.terminated else { return nil }
             state.finished = true
