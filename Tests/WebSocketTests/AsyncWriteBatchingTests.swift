@@ -150,4 +150,42 @@ struct AsyncWriteBatchingTests {
         for _ in 0..<70 { executor.recycle(ByteBufferAllocator().buffer(capacity: 64)) }
         #expect(executor.spareBatchCount == 64)
     }
+
+    @Test("a scoped handler's message over 16 KiB is handled at its read's end (the echo is out before the loop's turn ends); a small one waits for the turn")
+    func largeMessageHandledAtReadEnd() async throws {
+        try await VirtualPeer.withServer(setup: { server, events in
+            server.onRequest { request in
+                let connection = try? request.accept { connection in
+                    for try await message in connection.messages { try await connection.write(message) }
+                }
+                if let connection { events.record(connection) }
+            }
+        }) { peer, events in
+            let connection = try await peer.upgrade(events)
+            for _ in 0..<1000 where !connection.messages.buffer.isWaiting {
+                await peer.settle()
+                await Task.yield()
+            }
+            #expect(connection.messages.buffer.isWaiting)
+            func echoed(after size: Int) async throws -> (atReadEnd: Bool, payload: Int) {
+                var frame = WebSocketFrame(opcode: .binary, binaryPayload: ByteBuffer(repeating: 1, count: size))
+                frame.mask = true
+                frame.maskingKey = WebSocketMaskingKey(1, 2, 3, 4)
+                // Straight into the pipeline (read and read-complete), without running the loop's
+                // queued tasks (where the turn's end is).
+                try await peer.channel.writeInbound(frame.serialized())
+                var buffers: [ByteBuffer] = []
+                while let buffer = try await peer.channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
+                let atReadEnd = !buffers.isEmpty
+                await peer.settle()
+                while let buffer = try await peer.channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
+                // The echo of 20 KiB is two frames (outgoing messages are fragmented at 16 KiB).
+                return (atReadEnd, try Self.parse(buffers).reduce(0) { $0 + $1.binaryPayload.readableBytes })
+            }
+            #expect(try await echoed(after: 100) == (false, 100))
+            // Without the read's end running the handler, it waits for the turn like the small one.
+            #expect(try await echoed(after: 20 * 1024) == (true, 20 * 1024))
+            #expect(try await echoed(after: 100) == (false, 100))
+        }
+    }
 }

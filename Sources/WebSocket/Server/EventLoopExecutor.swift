@@ -19,6 +19,8 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
     private var drainScheduled = false
     private var draining = false
     private var flushes: [WebSocketConnectionHandler] = []
+    /// The storage of `flushes` while they run (so that a run allocates nothing).
+    private var flushing: [WebSocketConnectionHandler] = []
     /// Batch buffers of flushed writes, for the next turn's writes (see ``spareBatch(capacity:)``).
     private var spareBatches: [ByteBuffer] = []
 
@@ -42,10 +44,16 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
         eventLoop.execute { self.drain() }
     }
 
-    /// Runs the jobs queued so far (those they enqueue wait for the next drain, after the I/O
-    /// the loop has pending), then the flushes they asked for.
+    /// The loop's turn ended: runs what its handlers queued (what those jobs enqueue waits for the
+    /// next turn, after the I/O the loop has pending).
     private func drain() {
         drainScheduled = false
+        runJobs()
+    }
+
+    /// Runs the jobs queued so far (those they enqueue wait for the next run), then the flushes
+    /// they asked for.
+    private func runJobs() {
         swap(&queue, &spare)
         draining = true
         let serial = asUnownedSerialExecutor()
@@ -56,9 +64,14 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
         spare.removeAll(keepingCapacity: true)
         draining = false
         guard !flushes.isEmpty else { return }
-        let handlers = flushes
-        flushes.removeAll(keepingCapacity: true)
-        for handler in handlers { handler.turnEnded() }
+        swap(&flushes, &flushing)
+        for handler in flushing { handler.turnEnded() }
+        flushing.removeAll(keepingCapacity: true)
+    }
+
+    func runQueuedJobs() {
+        guard !draining, !queue.isEmpty, eventLoop.inEventLoop else { return }
+        runJobs()
     }
 
     func flushAtTurnEnd(_ handler: WebSocketConnectionHandler) -> Bool {
@@ -103,7 +116,7 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
 /// (`messages`, `write`) inherit it.
 actor EventLoopIsolation {
     /// An ``EventLoopExecutor`` where task executors exist, else NIO's executor of the loop.
-    let loopExecutor: any SerialExecutor
+    nonisolated let loopExecutor: any SerialExecutor
 
     /// The isolation of a handler on `eventLoop`, with the loop's executor from `executors`
     /// (made there if it is the first).
@@ -137,6 +150,9 @@ actor EventLoopIsolation {
 protocol WebSocketTurnEnd: AnyObject, Sendable {
     /// Takes `handler` for a flush at the end of the running turn; false when no turn runs here.
     func flushAtTurnEnd(_ handler: WebSocketConnectionHandler) -> Bool
+    /// Runs the jobs queued so far now, rather than at the end of the loop's turn (and the
+    /// flushes they ask for). On the event loop; nothing when a turn runs already.
+    func runQueuedJobs()
     /// A flushed batch buffer to write the next batch into, if one is spare. On the event loop.
     func spareBatch(capacity: Int) -> ByteBuffer?
     /// Hands a flushed batch buffer back for reuse. On the event loop.
