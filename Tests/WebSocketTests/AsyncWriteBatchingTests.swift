@@ -104,7 +104,7 @@ struct AsyncWriteBatchingTests {
         }
     }
 
-    @Test("a turn's flushed batch goes back to the loop's executor, and the next turn writes into it")
+    @Test("a turn's flushed batch goes back to the loop's executor, and the next turn takes it from there")
     func flushedBatchIsReused() async throws {
         try await VirtualPeer.withClient { peer, connection in
             let executor = EventLoopExecutor(peer.loop)

@@ -176,9 +176,10 @@ extension WebSocketConnection {
             // The handler reports refusals at once; a failure of the write itself comes later
             // and closes the connection, which the next write reports.
             if let error = handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress) { throw error }
-            // The frames are in the channel now, so its writability tells whether the outbound
-            // buffer is above the watermark (the bytes of other threads' writes still in transit
-            // to the loop are not in it yet: their own writers wait for them).
+            // The frames are in the channel now, or in the turn's batch (at most 64 KiB, flushed
+            // at the turn's end), so the channel's writability tells whether the outbound buffer
+            // is above the watermark (the bytes of other threads' writes still in transit to the
+            // loop are not in it yet: their own writers wait for them).
             if !socket.isWritable { try await waitUntilWritable() }
             return
         }

@@ -33,14 +33,15 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var streamBackpressure = false
     /// Messages of this read wait for ``publishMessages()`` (at the end of `process`).
     private var stagedMessages = false
-    /// A message over ``largeMessage`` went to the `messages` iterator in this read: its
-    /// scoped handler runs at the read's end, not at the end of the loop's turn.
+    /// A message over ``largeMessage`` went to the `messages` iterator in this read: the jobs
+    /// queued on the loop's executor so far (its scoped handler's among them) run at the read's
+    /// end, not at the end of the loop's turn, and so do the flushes of what they write.
     private var runJobsAtReadEnd = false
     /// Past this size, a message's handler is better run while its bytes are still in the CPU's
     /// cache than batched with the turn's other handlers: its write goes out on its own anyway
     /// (it is not copied into a batch). Measured on W3 (64 KiB echoes, medians of 4 interleaved
-    /// runs): the async echo went from 0.94 to 1.03 of the callback echo. Running every
-    /// handler at its read's end instead cost W2 (32-byte echoes) a fifth of its rate
+    /// runs): the async echo went from 0.94 to 1.03 of the callback echo. Running the queued
+    /// handlers at every read's end instead cost W2 (32-byte echoes) a fifth of its rate
     /// (803k to 615k msgs/s): the small writes of a turn no longer went out together.
     static let largeMessage = 16 * 1024
     /// Input held while delivery pauses, in order, copied out of the channel's receive buffers
@@ -319,6 +320,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         while !isHolding, !held.isEmpty {
             process(held.removeFirst(), fromChannel: false)
         }
+        // Not a read: its messages' handlers run at the turn's end.
+        runJobsAtReadEnd = false
         flushIfNeeded()
         if !isHoldingReads && pendingRead {
             pendingRead = false

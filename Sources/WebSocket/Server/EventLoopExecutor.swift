@@ -7,9 +7,11 @@ import NIOCore
 /// global pool and back, nor a second enqueue between two executors of the same thread
 /// (measured with the async echo benchmark, Benchmarks/README.md).
 ///
-/// Jobs enqueued on the loop go to a queue of its own that one NIO task drains: a job costs an
-/// array slot, not a closure and a NIO task each. After a drain, the connections whose handlers
-/// wrote during it flush, once each (``WebSocketTurnEnd``), instead of each queuing a flush task.
+/// Jobs enqueued on the loop go to a queue of its own that one NIO task drains at the end of the
+/// loop's turn: a job costs an array slot, not a closure and a NIO task each. After a run, the
+/// connections whose handlers wrote during it flush, once each (``WebSocketTurnEnd``), instead
+/// of each queuing a flush task. A read that delivered a large message runs the queue at its
+/// end instead (``runQueuedJobs()``), while the message is in the cache.
 @available(macOS 15.0, iOS 18.0, tvOS 18.0, watchOS 11.0, *)
 final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @unchecked Sendable {
     let eventLoop: any EventLoop
@@ -18,6 +20,8 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
     private var spare: [UnownedJob] = []
     private var drainScheduled = false
     private var draining = false
+    /// A run is under way (its jobs, or the flushes after them).
+    private var running = false
     private var flushes: [WebSocketConnectionHandler] = []
     /// The storage of `flushes` while they run (so that a run allocates nothing).
     private var flushing: [WebSocketConnectionHandler] = []
@@ -54,6 +58,10 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
     /// Runs the jobs queued so far (those they enqueue wait for the next run), then the flushes
     /// they asked for.
     private func runJobs() {
+        // A flush below that reaches a read's end (a channel that delivers as it writes) must
+        // not start a run inside this one.
+        running = true
+        defer { running = false }
         swap(&queue, &spare)
         draining = true
         let serial = asUnownedSerialExecutor()
@@ -70,7 +78,7 @@ final class EventLoopExecutor: SerialExecutor, TaskExecutor, WebSocketTurnEnd, @
     }
 
     func runQueuedJobs() {
-        guard !draining, !queue.isEmpty, eventLoop.inEventLoop else { return }
+        guard eventLoop.inEventLoop, !running, !queue.isEmpty else { return }
         runJobs()
     }
 

@@ -54,15 +54,19 @@ final class WebSocketScopeCancellation: Sendable {
 /// (whose cancellation the scope watches): looked up (a task-local and a lock), and the buffer
 /// registered with the scope, only when the waiting task changes; another wait by the same task
 /// costs a read of the current task.
+///
+/// It keeps the task it is about, only to compare it with the next waiting task (never to act on
+/// it): an `UnsafeCurrentTask` holds its task strongly, so the address cannot pass to another
+/// task meanwhile. An iterator lives in the task that iterates, so this keeps no task alive
+/// longer than its iterator, and a scope's task ends right after its handler.
 struct WebSocketScopeWatch {
-    /// The task the memo is about, kept (retained) so that its address cannot pass to another
-    /// task meanwhile.
+    /// The task the memo is about.
     private var task: UnsafeCurrentTask?
     private var viaScope = false
 
     /// Whether the calling task is the running scope's own, its cancellation watched for
     /// `buffer`; `cancelled` when the scope was cancelled before `buffer` registered (this wait
-    /// must end; later ones learn it from the buffer).
+    /// ends the iteration, so there is no later one to tell).
     mutating func check(for buffer: WebSocketMessageBuffer) -> (viaScope: Bool, cancelled: Bool) {
         withUnsafeCurrentTask { current in
             guard let current else { return (false, false) }
