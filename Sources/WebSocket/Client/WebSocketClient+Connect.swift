@@ -30,7 +30,7 @@ extension WebSocketClient {
                 self.connectHandlers.emit(connection)
                 if let policy = self.configuration.reconnect, http2Connection == nil {
                     self.reconnection(policy: policy, url: url, protocols: protocols, origin: origin, headers: headers,
-                        requestOptions: requestOptions, eventLoop: connection.socket.eventLoop
+                        requestOptions: requestOptions, eventLoop: connection.eventLoop
                     ).follow(connection)
                 }
             case .failure(let failure):

@@ -134,7 +134,7 @@ public final class WebSocketConnection: Sendable {
     /// would have, on the event loop.
     func reportClosedBeforeAttach(to server: WebSocketServer) {
         let (code, description) = state.withLockedValue { ($0.closeReasonCode, $0.closeDescription ?? "") }
-        socket.eventLoop.execute { server.connectionClosed(self, code: code, description: description) }
+        eventLoop.execute { server.connectionClosed(self, code: code, description: description) }
     }
 
     /// Lets `server` count this connection; false if it has already closed.
@@ -184,7 +184,7 @@ public final class WebSocketConnection: Sendable {
 
     /// The channel handler to add to the pipeline (on the event loop).
     var channelHandler: WebSocketConnectionHandler {
-        socket.eventLoop.assertInEventLoop()
+        eventLoop.assertInEventLoop()
         handler.connection = self
         return handler
     }
@@ -240,7 +240,7 @@ public final class WebSocketConnection: Sendable {
         case .success(let token):
             return token
         case .failure(let info):
-            socket.eventLoop.execute { handler(info.code, info.description) }
+            eventLoop.execute { handler(info.code, info.description) }
             return WebSocketHandlerToken.inert()
         }
     }

@@ -12,7 +12,7 @@ import NIOCore
 extension WebSocketServer {
     /// Runs `handler` for `connection` in a task that ``shutDown()`` cancels and waits for.
     func runScoped(_ connection: WebSocketConnection, handler: nonisolated(nonsending) @escaping @Sendable (WebSocketConnection) async throws -> Void) {
-        let executor = scopedHandlers.start(on: connection.socket.eventLoop) {
+        let executor = scopedHandlers.start(on: connection.eventLoop) {
             var failure: (any Error)?
             do {
                 try await handler(connection)

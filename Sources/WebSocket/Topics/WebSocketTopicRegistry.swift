@@ -108,9 +108,9 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
                 if memberships[id]?.isEmpty == true { memberships[id] = nil }
                 return false
             }
-            let loopID = ObjectIdentifier(connection.socket.eventLoop)
+            let loopID = ObjectIdentifier(connection.eventLoop)
             let inbox = inboxes[loopID] ?? {
-                let inbox = Inbox(eventLoop: connection.socket.eventLoop)
+                let inbox = Inbox(eventLoop: connection.eventLoop)
                 inboxes[loopID] = inbox
                 return inbox
             }()
@@ -156,7 +156,7 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
     private func remove(_ connection: WebSocketConnection, from topic: String) {
         let id = ObjectIdentifier(connection)
         guard var entry = topics[topic],
-            let loopIndex = entry.loops.firstIndex(where: { $0.inbox.eventLoop === connection.socket.eventLoop }),
+            let loopIndex = entry.loops.firstIndex(where: { $0.inbox.eventLoop === connection.eventLoop }),
             case let group = entry.loops[loopIndex],
             let position = group.positions.removeValue(forKey: id)
         else { return }
