@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Soak test: builds `ws` (release mode, or WS_CONFIGURATION), starts `ws serve` on 127.0.0.1, runs a churn client
 # (scripts/soak_client.py on Python websockets) that opens and closes thousands of connections
-# with messages in flight for SECONDS (default 20), then checks that the server's resident
-# memory and open file descriptors return to near their baseline (within 20 MiB and 10 fds).
+# with messages in flight for SECONDS (default 20), while two hostile clients
+# (Tests/Interop/hostile_client.py: one that sends to the echo and never reads, one that floods
+# pings and never reads) attack it; checks that the server's resident memory stays within 64 MiB
+# of its baseline during the churn (sampled every half second), that the server stopped reading
+# from the hostile clients or closed them, and that memory and open file descriptors return to
+# near their baseline afterwards (within 20 MiB and 10 fds).
 #
 #   scripts/soak.sh [SECONDS]
 #
@@ -66,15 +70,27 @@ sleep 1
 base_rss=$(rss_kib); base_fds=$(fds)
 echo "soak: baseline after a 2 s warm-up: RSS $((base_rss / 1024)) MiB ($base_rss KiB), $base_fds fds, $(threads) threads"
 
-echo "soak: churning for ${seconds}s with $workers concurrent clients"
-peak_fds=0
+echo "soak: churning for ${seconds}s with $workers concurrent clients and two hostile ones"
+peak_fds=0; peak_during=0
+port=${url#ws://127.0.0.1:}; port=${port%/}
 "$python" scripts/soak_client.py "$url" "$seconds" "$workers" >"$work/churn.json" &
 client_pid=$!
+"$python" Tests/Interop/hostile_client.py echo-nonreader "$port" --seconds "$seconds" >"$work/hostile-echo.out" 2>&1 &
+hostile_echo_pid=$!
+"$python" Tests/Interop/hostile_client.py ping-flood "$port" --seconds "$seconds" >"$work/hostile-ping.out" 2>&1 &
+hostile_ping_pid=$!
 while kill -0 "$client_pid" 2>/dev/null; do
     n=$(fds); [ "$n" -gt "$peak_fds" ] && peak_fds=$n
+    r=$(rss_kib); [ "$r" -gt "$peak_during" ] && peak_during=$r
     sleep 0.5
 done
 wait "$client_pid"; client_status=$?
+for pid in "$hostile_echo_pid" "$hostile_ping_pid"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+done
+echo "soak: hostile clients: $(cat "$work/hostile-echo.out") / $(cat "$work/hostile-ping.out")"
+echo "soak: RSS during the churn: peak $((peak_during / 1024)) MiB (baseline $((base_rss / 1024)) MiB)"
 during_rss=$(rss_kib)
 echo "soak: churn: $(cat "$work/churn.json")"
 
@@ -97,6 +113,10 @@ result() {
 [ "$client_status" = 0 ]; result $? "the churn client ran to the end"
 [ "$opened" -ge 1000 ]; result $? "opened $opened connections (at least 1000)"
 [ "$bad" = 0 ]; result $? "every echo checked was intact ($bad bad)"
+[ $((peak_during - base_rss)) -le $((64 * 1024)) ]; result $? "RSS during the churn within 64 MiB of the baseline (+$(((peak_during - base_rss) / 1024)) MiB)"
+for out in "$work/hostile-echo.out" "$work/hostile-ping.out"; do
+    grep -qE 'blocked=1|closed=1' "$out"; result $? "the server held or closed a hostile client: $(cat "$out")"
+done
 [ $((end_rss - base_rss)) -le "$rss_limit_kib" ]; result $? "RSS back within 20 MiB of the baseline"
 [ $((end_fds - base_fds)) -le "$fd_limit" ]; result $? "open fds back within $fd_limit of the baseline"
 

@@ -46,7 +46,7 @@ export WS_TEST_PYTHON="$PWD/.venv/bin/python"
 # With a --filter or --skip of your own, one parallel pass of what it selects. Under a sanitizer
 # (scripts/sanitizers.sh sets WS_SANITIZER; the code runs 5-15 times slower) the suite runs
 # serially, as before: its parallel run was not measured.
-isolated='IdleMemoryTests|DeflateMemoryTests|BackpressureTests|BenchCommandTests|BrowserTests|FaultTests/shutDownUnderLoad'
+isolated='IdleMemoryTests|DeflateMemoryTests|BackpressureTests|BenchCommandTests|BrowserTests|HostilePeerTests|FaultTests/shutDownUnderLoad'
 # swift-testing starts every test at once by default: ~300 tests opening sockets and starting
 # peers together on 2 cores stretch each one's waits past their bounds. At most two per core.
 # (swift-testing of Swift 6.3.1 honours the variable: 8 parameterised sleeping tests ran 8 at once

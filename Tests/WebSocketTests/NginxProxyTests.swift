@@ -104,10 +104,13 @@ struct NginxProxyTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
-        let response = try await raw.handshake(path: "/through/nginx")
+        // The client forges an X-Forwarded-For of its own; nginx appends the address it saw
+        // ($proxy_add_x_forwarded_for), and the server believes only that one.
+        let response = try await raw.handshake(path: "/through/nginx", headers: ["X-Forwarded-For: 6.6.6.6"])
         #expect(response.hasPrefix("HTTP/1.1 101"), "\(response)")
         let request = try await requests.value()
         #expect(request.remoteAddress == "127.0.0.5")
+        #expect(request.remoteAddresses == ["6.6.6.6", "127.0.0.5", "127.0.0.1"])
         #expect(request.socket.remoteAddress?.ipAddress == "127.0.0.1")
         #expect(request.resource == "/through/nginx")
 

@@ -165,8 +165,10 @@ struct ServerHandshakeEvaluationTests {
     func forwardedFor() throws {
         let head = Self.head([("X-Forwarded-For", "203.0.113.7, 10.0.0.1")])
         // Loopback is trusted by default.
+        // The proxy appended the address it got the request from (10.0.0.1): that is the client;
+        // 203.0.113.7 is whatever that client wrote, and may be forged.
         let trusted = try #require(Self.upgrade(Self.evaluate(head, peer: "127.0.0.1")))
-        #expect(trusted.remoteAddress == "203.0.113.7")
+        #expect(trusted.remoteAddress == "10.0.0.1")
         #expect(trusted.remoteAddresses == ["203.0.113.7", "10.0.0.1", "127.0.0.1"])
         // A peer on the open internet cannot spoof its address.
         let untrusted = try #require(Self.upgrade(Self.evaluate(head, peer: "198.51.100.4")))
@@ -174,11 +176,21 @@ struct ServerHandshakeEvaluationTests {
         #expect(untrusted.remoteAddresses == ["203.0.113.7", "10.0.0.1", "198.51.100.4"])
         // A configured proxy is trusted, and loopback then no longer is.
         let configured = try #require(Self.upgrade(Self.evaluate(head, peer: "10.1.1.1") { $0.trustedProxies = ["10.1.1.1"] }))
-        #expect(configured.remoteAddress == "203.0.113.7")
+        #expect(configured.remoteAddress == "10.0.0.1")
+        // A chain of trusted proxies: read from the right past each of them.
+        let chain = try #require(Self.upgrade(Self.evaluate(head, peer: "10.1.1.1") { $0.trustedProxies = ["10.1.1.1", "10.0.0.1"] }))
+        #expect(chain.remoteAddress == "203.0.113.7")
+        // Every address a trusted proxy: the leftmost.
+        let allTrusted = try #require(Self.upgrade(Self.evaluate(head, peer: "10.1.1.1") { $0.trustedProxies = ["10.1.1.1", "10.0.0.1", "203.0.113.7"] }))
+        #expect(allTrusted.remoteAddress == "203.0.113.7")
         let loopback = try #require(Self.upgrade(Self.evaluate(head, peer: "127.0.0.1") { $0.trustedProxies = ["10.1.1.1"] }))
         #expect(loopback.remoteAddress == "127.0.0.1")
         let ignored = try #require(Self.upgrade(Self.evaluate(head, peer: "127.0.0.1") { $0.ignoreXForwardedFor = true }))
         #expect(ignored.remoteAddress == "127.0.0.1")
+        // A client behind a proxy that appends (nginx's $proxy_add_x_forwarded_for) cannot
+        // choose its address by sending the header itself.
+        let forged = try #require(Self.upgrade(Self.evaluate(Self.head([("X-Forwarded-For", "6.6.6.6, 198.51.100.9")]), peer: "127.0.0.1")))
+        #expect(forged.remoteAddress == "198.51.100.9")
         // Without the header, the peer.
         let none = try #require(Self.upgrade(Self.evaluate(Self.head(), peer: "127.0.0.1")))
         #expect(none.remoteAddress == "127.0.0.1")

@@ -53,9 +53,7 @@ extension WebSocketClient {
     ) throws {
         let target = try WebSocketURL(url)
         if http2Connection == nil { try configuration.reconnect?.validate() }
-        guard configuration.webSocketVersion == 13 || configuration.webSocketVersion == 8 else {
-            throw WebSocketError(.invalidArgument, "webSocketVersion must be 13 or 8, not \(configuration.webSocketVersion)")
-        }
+        try configuration.validate()
         try Self.validate(protocols: protocols)
         var headerList = headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         for (name, value) in headerList {

@@ -61,6 +61,23 @@ extension WebSocketClient {
         /// wait. Default 32 KiB and 64 KiB.
         public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
 
+        /// The most bytes the Node-style sends (``WebSocketConnection/sendUTF(_:compress:completion:)``,
+        /// `sendBytes`, `send`, `sendFrame`) may have queued for one connection: the write buffer's
+        /// high watermark plus what they queued since it passed it. A send that would go past it
+        /// meets ``sendBackpressurePolicy``; a send to a connection below its high watermark always
+        /// goes, however large. Default 16 MiB. WebSocket-Node has no such cap (its `send` queues
+        /// without end, so one peer that stops reading can exhaust the server); uWebSockets has
+        /// `maxBackpressure`. The async ``WebSocketConnection/write(_:compress:)-(WebSocketMessage,_)``
+        /// waits instead, and reading pauses while the write buffer is full, so an echo never
+        /// meets this cap. Must be at least `writeBufferWaterMark.high`.
+        public var maxSendBackpressure = 16 << 20
+        /// What a Node-style send past ``maxSendBackpressure`` meets. Default
+        /// `.close(.policyViolation)`: the connection closes with 1008 and the message is not
+        /// sent, so no message is lost without a close saying so. `.skip` keeps the connection
+        /// open and fails that send: its completion gets ``WebSocketError/Code-swift.struct/backpressure``,
+        /// and ``WebSocketConnection/refusedSends`` counts it.
+        public var sendBackpressurePolicy = WebSocketServer.BackpressurePolicy.close(.policyViolation)
+
         /// Whether `wss://` connections use HTTP/2 (RFC 8441) when the server offers it: the
         /// client then opens one HTTP/2 connection per host and port (ALPN `h2`) and opens each
         /// WebSocket to that server as a stream of it, like a browser. Where the server does not

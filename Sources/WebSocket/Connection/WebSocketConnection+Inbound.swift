@@ -50,6 +50,12 @@ extension WebSocketConnection {
         case awaitingConsumer
     }
 
+    /// What a message waiting for a first listener costs beside its payload (the event, its
+    /// slot in the array, a string's or buffer's header), counted against `maxReceivedMessageSize`
+    /// with its payload: a flood of empty frames to a connection nobody listens to pauses
+    /// reading after 16,384 of them instead of never.
+    static let pendingMessageOverhead = 64
+
     /// Hands a `.message` or `.frame` event to the listeners, or keeps it for the first one.
     ///
     /// One lock per message: whether it must wait, and who gets it, are read together.
@@ -58,7 +64,8 @@ extension WebSocketConnection {
             let noListener = state.messageSource == nil && state.handlers.hasNoDataListener
             if noListener || !state.pending.isEmpty {
                 state.pending.append(event)
-                state.pendingBytes += event.payloadSize
+                // Counted with an overhead per message, so that empty messages count too.
+                state.pendingBytes += event.payloadSize + Self.pendingMessageOverhead
                 return .waiting(overLimit: state.pendingBytes > maxPendingBytes)
             }
             return Self.target(of: event, in: &state)

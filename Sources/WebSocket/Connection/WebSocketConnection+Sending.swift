@@ -154,13 +154,23 @@ extension WebSocketConnection {
 
     // MARK: Internals
 
+    /// A Node-style send: capped by `maxSendBackpressure`.
     func sendMessage(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?) {
         // On the loop (an echo from onMessage, say), call straight through: no closure to allocate.
         if eventLoop.inEventLoop {
-            handler.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion)
+            handler.sendMessage(opcode: opcode, payload: payload, compress: compress, capped: true, completion: completion)
             return
         }
-        onLoop { $0.sendMessage(opcode: opcode, payload: payload, compress: compress, completion: completion) }
+        onLoop { $0.sendMessage(opcode: opcode, payload: payload, compress: compress, capped: true, completion: completion) }
+    }
+
+    /// Node-style sends refused because the peer read too slowly (``WebSocketServer/Configuration/maxSendBackpressure``);
+    /// with the `.close` policy the first one closed the connection.
+    public var refusedSends: Int { state.withLockedValue { $0.refusedSends } }
+
+    /// Counts a send refused by the send cap (on the event loop).
+    func sendRefused() {
+        state.withLockedValue { $0.refusedSends += 1 }
     }
 
     private func sendControl(_ opcode: WebSocketOpcode, _ data: ByteBuffer, completion: (@Sendable ((any Error)?) -> Void)?) throws {

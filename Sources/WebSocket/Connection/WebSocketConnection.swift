@@ -49,8 +49,9 @@ public final class WebSocketConnection: Sendable {
     public let `protocol`: String?
     /// The extensions negotiated for this connection.
     public let extensions: [WebSocketExtension]
-    /// The peer's IP address. On a server, the first `X-Forwarded-For` address is preferred
-    /// (unless `ignoreXForwardedFor`); `socket.remoteAddress` always has the TCP peer.
+    /// The peer's IP address. On a server behind a trusted proxy, the rightmost `X-Forwarded-For`
+    /// address that is not a trusted proxy (unless `ignoreXForwardedFor`; see
+    /// ``WebSocketRequest/remoteAddress``); `socket.remoteAddress` always has the TCP peer.
     public let remoteAddress: String
     /// The protocol version spoken (13, or 8 for old drafts).
     public let webSocketVersion: Int
@@ -128,6 +129,8 @@ public final class WebSocketConnection: Sendable {
         var nextPingNumber: UInt64 = 0
         /// Published messages skipped because this connection read too slowly.
         var skippedPublications = 0
+        /// Node-style sends refused by the send cap.
+        var refusedSends = 0
     }
 
     /// For a connection that closed before `server` counted it: tells the server, as a close
@@ -161,7 +164,8 @@ public final class WebSocketConnection: Sendable {
         id: UInt64? = nil,
         path: String,
         topicRegistry: WebSocketTopicRegistry? = nil,
-        codecs: sending [any WebSocketExtensionCodec] = []
+        codecs: sending [any WebSocketExtensionCodec] = [],
+        metrics: WebSocketConnectionMetrics? = nil
     ) {
         self.socket = channel
         self.eventLoop = channel.eventLoop
@@ -179,13 +183,19 @@ public final class WebSocketConnection: Sendable {
         self.path = path
         self.topicRegistry = topicRegistry
         self.topicFraming = WebSocketTopicFraming(codecs: codecs)
-        self.handler = WebSocketConnectionHandler(role: role, options: options, codecs: codecs)
+        let handler = WebSocketConnectionHandler(role: role, options: options, codecs: codecs, metrics: metrics)
+        self.handler = handler
+        // Everything the handler needs is set here, on whatever thread `accept` runs: the handler
+        // is in no pipeline yet, so nothing else can see it. From then on only the event loop
+        // touches it (an `accept` off the loop once set the metrics through `channelHandler`
+        // from the caller's thread: a data race, and a trap in debug builds).
+        handler.connection = self
     }
 
-    /// The channel handler to add to the pipeline (on the event loop).
+    /// The channel handler to add to the pipeline (on the event loop only: reading it is free,
+    /// everything it holds was set by the initializer).
     var channelHandler: WebSocketConnectionHandler {
         eventLoop.assertInEventLoop()
-        handler.connection = self
         return handler
     }
 

@@ -17,9 +17,15 @@ extension WebSocketConnectionHandler {
 
     private func keepaliveFired() {
         guard let context else { return }
-        switch machine.keepaliveFired(at: context.eventLoop.now) {
+        switch machine.keepaliveFired(at: context.eventLoop.now, outboundBytes: outboundBytes) {
         case .stop:
             return
+        case .drop:
+            connection?.logger.debug("WebSocket keepalive timeout: the peer neither read the ping nor sent anything; dropping the connection")
+            var output = Output(handler: self)
+            let effects = machine.dropUnresponsive(into: &output)
+            output.finish(promise: nil)
+            perform(effects)
         case .reschedule(let deadline):
             scheduleKeepalive(at: deadline)
         case .ping(let deadline):

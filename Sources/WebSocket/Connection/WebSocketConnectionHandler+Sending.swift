@@ -3,14 +3,19 @@ import NIOCore
 // Writing: messages and frames through the state machine, the frames it produces (held back one
 // so that a completion goes with the last), and the writes, batched and flushed once per read loop.
 extension WebSocketConnectionHandler {
-    /// Frames and writes a message; a refusal (closing, an extension failing) goes to
-    /// `completion` and is returned too.
+    /// Frames and writes a message; a refusal (closing, an extension failing, the send cap of a
+    /// `capped` send) goes to `completion` and is returned too.
     @discardableResult
     func sendMessage(
-        opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, completion: (@Sendable ((any Error)?) -> Void)?
+        opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool = true, capped: Bool = false,
+        completion: (@Sendable ((any Error)?) -> Void)?
     ) -> WebSocketError? {
         guard let context else {
             let error = WebSocketError(.notConnected, "Cannot send: the connection is closing or closed")
+            completion?(error)
+            return error
+        }
+        if capped, let error = checkSendCap(size: payload.readableBytes) {
             completion?(error)
             return error
         }
@@ -72,12 +77,39 @@ extension WebSocketConnectionHandler {
             completion?(WebSocketError(.notConnected, "Cannot send: the connection is closed"))
             return
         }
+        if !frame.opcode.isControl, let error = checkSendCap(size: frame.binaryPayload.readableBytes) {
+            completion?(error)
+            return
+        }
         var output = Output(handler: self)
         if let error = machine.sendFrame(frame, allocator: context.channel.allocator, into: &output) {
             completion?(error)
             return
         }
         output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
+    }
+
+    /// Applies the Node-style sends' cap (``WebSocketFlowControl/verdict(forSendOf:)``): nil to
+    /// send, or the error of a send that is refused (and, by the `close` policy, closes the
+    /// connection).
+    private func checkSendCap(size: Int) -> WebSocketError? {
+        guard machine.closeState == .open else { return nil }  // the state machine refuses it
+        switch machine.flow.verdict(forSendOf: size) {
+        case .send:
+            return nil
+        case .refuse:
+            connection?.sendRefused()
+            return WebSocketError(
+                .backpressure,
+                "Send refused: the peer reads too slowly and \(options.maxSendBackpressure) bytes (maxSendBackpressure) are queued for it already")
+        case .close(let code):
+            connection?.sendRefused()
+            connection?.logger.debug("WebSocket send past maxSendBackpressure: closing", metadata: ["code": "\(code)"])
+            close(code: code, description: "The peer reads too slowly: more than \(options.maxSendBackpressure) bytes queued")
+            return WebSocketError(
+                .notConnected,
+                "Send refused and the connection closed with \(code): the peer reads too slowly and \(options.maxSendBackpressure) bytes (maxSendBackpressure) were queued for it")
+        }
     }
 
     private static func promise(for completion: (@Sendable ((any Error)?) -> Void)?, on eventLoop: any EventLoop) -> EventLoopPromise<Void>? {

@@ -17,20 +17,15 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// Set by the connection right after creation; cleared when the socket closes.
+    /// Set by the connection's initializer; cleared when the socket closes.
     var connection: WebSocketConnection?
-    /// Counts for swift-metrics (Metrics/); nil without a metrics backend. Set before the handler
-    /// is in a pipeline, then read on its event loop only, twice per message: unchecked, as a
-    /// checked class property costs a dynamic exclusivity check per access.
-    @exclusivity(unchecked) var metrics: WebSocketConnectionMetrics?
+    /// Counts for swift-metrics (Metrics/); nil without a metrics backend. Given at creation,
+    /// then read on the event loop only, twice per message.
+    let metrics: WebSocketConnectionMetrics?
     var machine: WebSocketConnectionStateMachine
     var context: ChannelHandlerContext?
 
-    // Reading control.
-    /// Inbound messages wait for a listener and reading is paused (see `WebSocketConnection`).
-    private var awaitingConsumer = false
-    private var userPaused = false
-    private var streamBackpressure = false
+    // Reading control: why reading is held is the state machine's (``WebSocketFlowControl``).
     /// Messages of this read wait for ``publishMessages()`` (at the end of `process`).
     private var stagedMessages = false
     /// A message over ``largeMessage`` went to the `messages` iterator in this read: the jobs
@@ -48,7 +43,6 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// (see `ownStorage`). Rarely used: an empty array allocates nothing (a `CircularBuffer`
     /// allocates its storage up front, 56 bytes per idle connection).
     private var held: [ByteBuffer] = []
-    private var pendingRead = false
     var inReadLoop = false
     var needsFlush = false
     /// A flush is queued on the event loop for the async writes of this turn.
@@ -77,17 +71,17 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// Bytes of published messages written since the last flush.
     var publishedBytesUnflushed = 0
 
-    init(role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec]) {
+    init(
+        role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec],
+        metrics: WebSocketConnectionMetrics? = nil
+    ) {
+        self.metrics = metrics
         self.machine = WebSocketConnectionStateMachine(role: role, options: options, codecs: codecs, now: .now())
     }
 
     /// Delivery pauses (input is held unparsed) while nobody listens or the user paused.
-    private var isHolding: Bool { awaitingConsumer || userPaused }
-    /// Reading from the socket pauses then too, and while the `messages` consumer lags: what
-    /// was read already is still parsed and queued (at most one read's worth), only the next
-    /// read waits.
-    private var isHoldingReads: Bool { isHolding || streamBackpressure }
-    private var options: WebSocketConnectionOptions { machine.options }
+    private var isHolding: Bool { machine.flow.holdsDelivery }
+    var options: WebSocketConnectionOptions { machine.options }
 
     // MARK: - Lifecycle
 
@@ -177,20 +171,37 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if isHoldingReads {
-            pendingRead = true
-        } else {
-            context.read()
-        }
+        // Held while nobody listens, the user paused, the `messages` consumer lags or the peer
+        // does not read what we write: what was read already is still parsed and queued (at
+        // most one read's worth), only the next read waits.
+        if machine.flow.readRequested() == .read { context.read() }
     }
 
+    /// The write buffer passed its high watermark (the peer reads slower than we write):
+    /// reading pauses, so that what the peer sends (echoes, pings) cannot queue more. Below the
+    /// low watermark again: the pong that waited goes out, reading goes on, `drain` fires.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
+            var output = Output(handler: self)
+            let action = machine.outboundDrained(into: &output)
+            output.finish(promise: nil)
+            flushIfNeeded()
+            if action == .read { context.read() }
             connection?.writabilityRestored()
         } else {
+            machine.flow.outboundFilled()
             metrics?.server.pausesOut.increment()
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Bytes waiting in the channel's write buffer and this handler's batch (nil when the
+    /// channel cannot tell, as an HTTP/2 stream cannot).
+    var outboundBytes: Int? {
+        guard let context, let buffered = try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes) else {
+            return nil
+        }
+        return buffered + (batch?.readableBytes ?? 0)
     }
 
     /// Runs the state machine over `buffer`, acting on each event. Stops early (stashing the rest)
@@ -223,9 +234,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             switch connection.deliver(event) {
             case .delivered: break
             case .backpressure:
-                streamBackpressure = true
+                machine.flow.hold(.consumerLagging)
                 metrics?.server.pausesIn.increment()
-            case .awaitingConsumer: awaitingConsumer = true
+            case .awaitingConsumer: machine.flow.hold(.awaitingListener)
             case .staged:
                 stagedMessages = true
                 if event.payloadSize > Self.largeMessage { runJobsAtReadEnd = true }
@@ -273,13 +284,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             case .closeSocket:
                 context?.close(promise: nil)
             case .releaseReadHolds:
-                awaitingConsumer = false
-                userPaused = false
-                streamBackpressure = false
-                if pendingRead, let context {
-                    pendingRead = false
-                    context.read()
-                }
+                if machine.flow.releaseAll() == .read { context?.read() }
             }
         }
     }
@@ -291,13 +296,15 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         connection?.flushPending()
         // What waited went to the `messages` iterator staged, as a read's messages do.
         publishMessages()
-        awaitingConsumer = false
-        resumeIfPossible()
+        resumeIfPossible(releasing: .awaitingListener)
     }
 
     func setUserPaused(_ paused: Bool) {
-        userPaused = paused
-        if !paused { resumeIfPossible() }
+        if paused {
+            machine.flow.hold(.pausedByUser)
+        } else {
+            resumeIfPossible(releasing: .pausedByUser)
+        }
     }
 
     /// Hands the messages of this read to the `messages` iterator together; pauses reading
@@ -305,17 +312,23 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private func publishMessages() {
         stagedMessages = false
         if connection?.publishMessages() == true {
-            streamBackpressure = true
+            machine.flow.hold(.consumerLagging)
             metrics?.server.pausesIn.increment()
         }
     }
 
     func setStreamBackpressure(_ on: Bool) {
-        streamBackpressure = on
-        if !on { resumeIfPossible() }
+        if on {
+            machine.flow.hold(.consumerLagging)
+        } else {
+            resumeIfPossible(releasing: .consumerLagging)
+        }
     }
 
-    private func resumeIfPossible() {
+    /// Releases `reason`, delivers what was held unparsed, and reads if a read waits.
+    private func resumeIfPossible(releasing reason: WebSocketFlowControl.Holds) {
+        // The read is asked for below, once the held input is delivered.
+        machine.flow.unhold(reason)
         guard let context, !isHolding, !machine.isClosed else { return }
         while !isHolding, !held.isEmpty {
             process(held.removeFirst(), fromChannel: false)
@@ -323,10 +336,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         // Not a read: its messages' handlers run at the turn's end.
         runJobsAtReadEnd = false
         flushIfNeeded()
-        if !isHoldingReads && pendingRead {
-            pendingRead = false
-            context.read()
-        }
+        if machine.flow.readIfWanted() == .read { context.read() }
     }
 
     // MARK: - Closing

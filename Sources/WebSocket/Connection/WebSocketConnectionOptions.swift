@@ -17,6 +17,9 @@ struct WebSocketConnectionOptions: Sendable {
     /// The write buffer's low and high watermarks: `drain` fires when it falls below the low one
     /// after exceeding the high one.
     var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
+    /// The cap of the Node-style sends' queue and what a send past it meets.
+    var maxSendBackpressure = 16 << 20
+    var sendBackpressurePolicy = WebSocketServer.BackpressurePolicy.close(.policyViolation)
     /// The connection runs on an HTTP/2 stream (RFC 8441): socket options (watermarks, TCP
     /// keepalive) do not apply to it; the stream's flow control and the HTTP/2 connection's
     /// watermarks do.
@@ -98,6 +101,8 @@ protocol WebSocketConnectionSettings {
     var keepaliveGracePeriod: Duration { get }
     var useNativeKeepalive: Bool { get }
     var writeBufferWaterMark: WebSocketWriteBufferWaterMark { get }
+    var maxSendBackpressure: Int { get }
+    var sendBackpressurePolicy: WebSocketServer.BackpressurePolicy { get }
     var perMessageDeflate: PerMessageDeflate.Options? { get }
     var extensions: [any WebSocketExtensionNegotiator] { get }
 }
@@ -117,7 +122,9 @@ extension WebSocketConnectionSettings {
             dropConnectionOnKeepaliveTimeout: dropConnectionOnKeepaliveTimeout,
             keepaliveGracePeriod: TimeAmount(scheduling: keepaliveGracePeriod),
             useNativeKeepalive: useNativeKeepalive,
-            writeBufferWaterMark: writeBufferWaterMark)
+            writeBufferWaterMark: writeBufferWaterMark,
+            maxSendBackpressure: maxSendBackpressure,
+            sendBackpressurePolicy: sendBackpressurePolicy)
     }
 
     /// permessage-deflate first, then `extensions`.

@@ -73,6 +73,9 @@ struct WebSocketConnectionStateMachine {
         case ping(rescheduleAt: NIODeadline)
         /// The connection is closing: no more keepalive.
         case stop
+        /// The last ping was never written and nothing arrived since: drop the connection
+        /// (``dropUnresponsive(into:)``).
+        case drop
     }
 
     let role: WebSocketRole
@@ -87,6 +90,12 @@ struct WebSocketConnectionStateMachine {
     /// When bytes last arrived: keepalive pings only after `keepaliveInterval` of silence.
     private(set) var lastActivity: NIODeadline
     private var pingOutstanding = false
+    /// When the outstanding keepalive ping was queued and how many bytes waited in the write
+    /// buffer then, until it was written (nil then).
+    private var pingQueued: (at: NIODeadline, outboundBytes: Int?)?
+    /// Why reading is held, the Node-style sends' budget, the pong that waits (see
+    /// ``WebSocketFlowControl``).
+    var flow: WebSocketFlowControl
 
     init(
         role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec],
@@ -97,6 +106,9 @@ struct WebSocketConnectionStateMachine {
         self.codecs = codecs
         self.makeMaskingKey = makeMaskingKey
         self.lastActivity = now
+        self.flow = WebSocketFlowControl(
+            maxSendBackpressure: options.maxSendBackpressure, sendPolicy: options.sendBackpressurePolicy,
+            highWaterMark: options.writeBufferWaterMark.high)
         self.receiver = WebSocketReceiver(
             options: .init(
                 expectMaskedFrames: role == .server,
@@ -134,9 +146,20 @@ struct WebSocketConnectionStateMachine {
     }
 
     /// The automatic pong for a ping, unless a `ping` handler cancelled it or we are closing.
+    /// While the write buffer is full the pong waits (``outboundDrained(into:)`` writes it), and
+    /// a later ping's pong replaces it: a ping flood from a peer that does not read costs one
+    /// pong, not one per ping.
     mutating func answerPing<Sink: WebSocketFrameSink>(_ data: ByteBuffer, cancelled: Bool, into sink: inout Sink) {
-        guard !cancelled, closeState == .open else { return }
-        writeFrame(opcode: .pong, fin: true, payload: data, into: &sink)
+        guard !cancelled, closeState == .open, let pong = flow.pong(for: data) else { return }
+        writeFrame(opcode: .pong, fin: true, payload: pong, into: &sink)
+    }
+
+    /// The write buffer fell below its low watermark: the pong that waited goes out, and
+    /// reading may go on.
+    mutating func outboundDrained<Sink: WebSocketFrameSink>(into sink: inout Sink) -> WebSocketFlowControl.ReadAction {
+        let (action, pong) = flow.outboundDrained()
+        if let pong, closeState == .open { writeFrame(opcode: .pong, fin: true, payload: pong, into: &sink) }
+        return action
     }
 
     // MARK: - Sending
@@ -279,13 +302,26 @@ struct WebSocketConnectionStateMachine {
     var firstKeepaliveDeadline: NIODeadline { lastActivity + options.keepaliveInterval }
 
     /// The keepalive timer fired at `now`: a ping after `keepaliveInterval` of silence, unless
-    /// one is still unanswered.
-    mutating func keepaliveFired(at now: NIODeadline) -> KeepaliveAction {
+    /// one is still unanswered. `outboundBytes` is what waits in the write buffer now (nil when
+    /// the I/O layer cannot tell).
+    ///
+    /// A ping still unwritten `keepaliveInterval` after it was queued counts as unanswered when
+    /// nothing arrived since and the write buffer did not shrink meanwhile: the peer neither
+    /// reads nor sends, and is dropped when `dropConnectionOnKeepaliveTimeout` is on. A peer that
+    /// reads a large send slowly shrinks the buffer, and its grace period starts only when the
+    /// ping is written.
+    mutating func keepaliveFired(at now: NIODeadline, outboundBytes: Int? = nil) -> KeepaliveAction {
         guard closeState == .open else { return .stop }
+        if pingOutstanding, options.dropConnectionOnKeepaliveTimeout, let queued = pingQueued,
+            now - queued.at >= options.keepaliveInterval, lastActivity < queued.at,
+            let before = queued.outboundBytes, let outboundBytes, outboundBytes >= before {
+            return .drop
+        }
         if now - lastActivity < options.keepaliveInterval || pingOutstanding {
             return .reschedule(max(lastActivity + options.keepaliveInterval, now + .milliseconds(1)))
         }
         pingOutstanding = true
+        pingQueued = (now, outboundBytes)
         return .ping(rescheduleAt: now + options.keepaliveInterval)
     }
 
@@ -297,6 +333,7 @@ struct WebSocketConnectionStateMachine {
     /// The keepalive ping reached the socket at `now`: the grace period starts then (not when it
     /// was queued behind a large send). Returns when it ends, or nil when nothing is dropped.
     mutating func keepalivePingWritten(at now: NIODeadline) -> NIODeadline? {
+        pingQueued = nil
         guard closeState == .open else { return nil }
         guard options.dropConnectionOnKeepaliveTimeout else {
             pingOutstanding = false
@@ -310,6 +347,12 @@ struct WebSocketConnectionStateMachine {
     mutating func keepaliveGraceEnded<Sink: WebSocketFrameSink>(pingWrittenAt writtenAt: NIODeadline, into sink: inout Sink) -> [Effect] {
         pingOutstanding = false
         guard lastActivity < writtenAt else { return [] }
+        return dropUnresponsive(into: &sink)
+    }
+
+    /// Drops a peer that did not answer the keepalive (1006, no close frame).
+    mutating func dropUnresponsive<Sink: WebSocketFrameSink>(into sink: inout Sink) -> [Effect] {
+        pingOutstanding = false
         return drop(code: WebSocketCloseReason.abnormal, description: "Peer not responding.", skipCloseFrame: true, into: &sink)
     }
 }

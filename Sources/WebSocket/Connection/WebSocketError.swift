@@ -55,6 +55,11 @@ public struct WebSocketError: Error, Sendable, Equatable, CustomStringConvertibl
         /// without a connection: `maxAttempts` attempts failed in a row, or one failed with an
         /// error that does not reconnect. The message names the URLs and the last error.
         public static let reconnectFailed = Code(raw: "reconnectFailed")
+        /// A Node-style send was refused: the peer reads too slowly and the connection's send
+        /// buffer holds ``WebSocketServer/Configuration/maxSendBackpressure`` bytes already
+        /// (with ``WebSocketServer/Configuration/sendBackpressurePolicy`` `.skip`). The message
+        /// was not sent; the connection stays open.
+        public static let backpressure = Code(raw: "backpressure")
         public var description: String { raw }
     }
 

@@ -50,6 +50,7 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
         requestTimer?.cancel()
         if let request = pendingRequest {
             pendingRequest = nil
+            request.slot?.release()
             server.upgradeErrorHandlers.emit(
                 WebSocketError(.notConnected, "The client at \(request.remoteAddress) reset its HTTP/2 stream before its request was accepted or rejected"))
         }
@@ -109,10 +110,10 @@ final class WebSocketHTTP2ServerStreamHandler: ChannelDuplexHandler, RemovableCh
             server.upgradeErrorHandlers.emit(refusal.error)
             return respond(status: Int(refusal.status.code), headers: refusal.headers, body: refusal.body)
         }
-        if server.refusesNewConnection() {
+        guard case .admitted(let slot) = server.reserveConnection() else {
             return respond(status: 503, headers: [:], body: "Too many connections")
         }
-        let request = WebSocketRequest(upgrade, channel: channel, server: server, handshake: self)
+        let request = WebSocketRequest(upgrade, channel: channel, server: server, handshake: self, slot: slot)
         pendingRequest = request
         requestTimer = server.requestTimeout(for: request, on: context.eventLoop)
         server.handleRequest(request)

@@ -82,6 +82,15 @@ struct WebSocketReceiver {
     /// The message's decoded (application) length so far.
     private var decodedLength = 0
 
+    /// The most a message's or frame's buffer reserves before its bytes arrive.
+    static let upFront = 1 << 20
+
+    /// `a + b` in words, for error messages (no trap when it passes Int.max).
+    static func sum(_ a: Int, _ b: Int) -> String {
+        let (total, overflow) = a.addingReportingOverflow(b)
+        return overflow ? "\(a) + \(b)" : "\(total)"
+    }
+
     init(options: Options) {
         self.options = options
         self.allowedRSVBits = options.codecs.reduce(0) { $0 | $1.reservedBits }
@@ -204,7 +213,9 @@ struct WebSocketReceiver {
                 utf8.reset()
                 if options.assembleFragments {
                     // A decoded message grows as it decodes; a plain one is exactly this long.
-                    messageBuffer = allocator.buffer(capacity: decodingCodec == nil ? length : min(length, 64 * 1024))
+                    // At most 1 MiB up front: a header alone (its payload may never come) must
+                    // not reserve what a large configured limit allows.
+                    messageBuffer = allocator.buffer(capacity: decodingCodec == nil ? min(length, Self.upFront) : min(length, 64 * 1024))
                 }
             }
             fragmentCount += 1
@@ -215,13 +226,14 @@ struct WebSocketReceiver {
             if options.assembleFragments {
                 // An extension's message is limited by its decoded size as it decodes (its wire
                 // bytes are not buffered, and incompressible data grows a little in DEFLATE).
-                if decodingCodec == nil && messageLength + length > options.maxMessageSize {
+                // (Never `messageLength + length`: it overflows for a maxMessageSize near Int.max.)
+                if decodingCodec == nil && length > options.maxMessageSize - messageLength {
                     return WebSocketProtocolError(
                         .messageTooBig,
-                        "Message size of at least \(messageLength + length) bytes exceeds maximum accepted message size of \(options.maxMessageSize)")
+                        "Message size of at least \(Self.sum(messageLength, length)) bytes exceeds maximum accepted message size of \(options.maxMessageSize)")
                 }
             } else {
-                frameBuffer = allocator.buffer(capacity: length)
+                frameBuffer = allocator.buffer(capacity: min(length, Self.upFront))
             }
             messageLength += length
         }

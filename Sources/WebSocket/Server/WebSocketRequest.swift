@@ -16,8 +16,9 @@ public final class WebSocketRequest: Sendable {
     public let resource: String
     /// `resource` split into path and query.
     public let resourceURL: WebSocketResourceURL
-    /// The peer's address: the first `X-Forwarded-For` address when the TCP peer is a trusted
-    /// proxy (unless `ignoreXForwardedFor`), else the TCP peer's.
+    /// The peer's address: when the TCP peer is a trusted proxy (unless `ignoreXForwardedFor`),
+    /// the rightmost `X-Forwarded-For` address that is not a trusted proxy (proxies append, so
+    /// the leftmost ones are whatever the client wrote); else the TCP peer's.
     public let remoteAddress: String
     /// Every address of `X-Forwarded-For` followed by the TCP peer's.
     public let remoteAddresses: [String]
@@ -48,14 +49,17 @@ public final class WebSocketRequest: Sendable {
     let receivedAt = NIODeadline.now()
     private let handshake: NIOLoopBound<any WebSocketHandshakeResponder>
     private let decided = NIOLockedValueBox(false)
+    /// The request's place under `maxConnections` while it is being decided.
+    let slot: WebSocketConnectionSlot?
     let acceptedHandlers = WebSocketEventHandlers<WebSocketConnection>()
     let rejectedHandlers = WebSocketEventHandlers<Void>()
 
     /// A request ``WebSocketServerHandshake`` found valid, to be decided through `handshake`.
     init(
         _ upgrade: WebSocketServerHandshake.Upgrade, channel: Channel, server: WebSocketServer,
-        handshake: any WebSocketHandshakeResponder
+        handshake: any WebSocketHandshakeResponder, slot: WebSocketConnectionSlot? = nil
     ) {
+        self.slot = slot
         let head = upgrade.head
         self.httpRequest = head
         self.host = head.headers.first(name: "host") ?? ""
@@ -132,12 +136,9 @@ public final class WebSocketRequest: Sendable {
         let connection = WebSocketConnection(
             channel: socket, role: .server, options: options, protocol: chosen,
             extensions: codecs.map(\.negotiated), remoteAddress: remoteAddress, webSocketVersion: webSocketVersion,
-            logger: server.logger, id: id, path: resourceURL.path, topicRegistry: server.topicRegistry, codecs: codecs)
-        if let metrics {
-            // Before the handler is in a pipeline: from then on only its event loop uses it.
-            connection.channelHandler.metrics = metrics
-            metrics.server.handshakeAccepted(since: receivedAt)
-        }
+            logger: server.logger, id: id, path: resourceURL.path, topicRegistry: server.topicRegistry, codecs: codecs,
+            metrics: metrics)
+        metrics?.server.handshakeAccepted(since: receivedAt)
         let answer = headers
         let execute: @Sendable () -> Void = {
             self.handshake.value.switchToWebSocket(connection: connection, headers: answer)
@@ -200,6 +201,7 @@ public final class WebSocketRequest: Sendable {
             guard !decided else { throw WebSocketError(.alreadyDecided, "This request was already accepted or rejected") }
             decided = true
         }
+        slot?.release()
     }
 }
 

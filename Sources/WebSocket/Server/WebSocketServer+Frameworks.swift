@@ -77,12 +77,12 @@ extension WebSocketServer {
             metrics?.handshakeRefused(status: Int(refusal.status.code))
             return channel.eventLoop.makeSucceededFuture(.refusal(status: refusal.status, headers: refusal.headers, body: refusal.body))
         case .upgrade(let upgrade):
-            if refusesNewConnection() {
+            guard case .admitted(let slot) = reserveConnection() else {
                 metrics?.handshakeRefused(status: 503)
                 return channel.eventLoop.makeSucceededFuture(.refusal(status: .serviceUnavailable, headers: [:], body: "Too many connections"))
             }
             let responder = FrameworkHandshakeResponder(channel: channel, key: upgrade.key)
-            let request = WebSocketRequest(upgrade, channel: channel, server: self, handshake: responder)
+            let request = WebSocketRequest(upgrade, channel: channel, server: self, handshake: responder, slot: slot)
             responder.pendingRequest = request
             let answer = responder.promise.futureResult
             channel.closeFuture.assumeIsolated().whenComplete { _ in
@@ -201,6 +201,7 @@ final class FrameworkHandshakeResponder: WebSocketHandshakeResponder {
         answered = true
         if let request = pendingRequest {
             pendingRequest = nil
+            request.slot?.release()
             server.upgradeErrorHandlers.emit(
                 WebSocketError(.notConnected, "The client at \(request.remoteAddress) went away before its request was accepted or rejected"))
         }

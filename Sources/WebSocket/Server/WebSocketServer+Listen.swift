@@ -14,6 +14,7 @@ extension WebSocketServer {
     /// ``Configuration/broker`` (see ``startBroker()``), and fails if it cannot start.
     @discardableResult
     public func listen(host: String = "0.0.0.0", port: Int, tlsConfiguration: TLSConfiguration? = nil) async throws -> SocketAddress {
+        try configuration.validate()
         try await startBroker()
         let sslContext: NIOSSLContext?
         let http2 = configuration.http2 && tlsConfiguration != nil

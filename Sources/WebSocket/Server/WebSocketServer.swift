@@ -29,6 +29,8 @@ public final class WebSocketServer: Sendable {
     struct State {
         var listeners: [Channel] = []
         var connections: [ObjectIdentifier: WebSocketConnection] = [:]
+        /// Requests admitted under `maxConnections` and not yet decided.
+        var requestsInProgress = 0
         /// Open HTTP/2 connections (each may carry many WebSockets), for shutDown's GOAWAY.
         var http2Connections: [ObjectIdentifier: Channel] = [:]
         var httpHandler: PlainHTTPHandler?
@@ -243,12 +245,29 @@ public final class WebSocketServer: Sendable {
         }
     }
 
-    /// Whether `maxConnections` is reached; then the refusal is reported as `upgradeError`.
-    func refusesNewConnection() -> Bool {
-        guard let max = configuration.maxConnections, connectionCount >= max else { return false }
-        upgradeErrorHandlers.emit(
-            WebSocketError(.handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections"))
-        return true
+    /// Whether `maxConnections` is reached, counting open connections and the requests still
+    /// being decided; then the refusal is reported as `upgradeError` and nil returned. Else the
+    /// request's place under the cap (nil-free only when there is a cap): released when the
+    /// request is decided or goes away.
+    func reserveConnection() -> WebSocketConnectionSlot.Reservation {
+        guard let max = configuration.maxConnections else { return .admitted(nil) }
+        let admitted = state.withLockedValue { state -> Bool in
+            guard state.connections.count + state.requestsInProgress < max else { return false }
+            state.requestsInProgress += 1
+            return true
+        }
+        guard admitted else {
+            upgradeErrorHandlers.emit(
+                WebSocketError(
+                    .handshakeFailed, "Refused a connection: the server has its maximum of \(max) connections (handshakes in progress included)"))
+            return .refused
+        }
+        return .admitted(WebSocketConnectionSlot(server: self))
+    }
+
+    /// A request that held a place under `maxConnections` was decided or went away.
+    func releaseConnectionSlot() {
+        state.withLockedValue { $0.requestsInProgress -= 1 }
     }
 
     /// The timer that refuses `request` with 503 if it is still undecided after

@@ -64,8 +64,10 @@ extension WebSocketServer {
         public var maxHandshakeSize = 16 * 1024
         /// The most header lines accepted in a request (431 beyond). Default 100.
         public var maxHeaderCount = 100
-        /// The most open WebSocket connections; beyond it new upgrades get 503. `nil` (default)
-        /// for no cap.
+        /// The most WebSocket connections, counting the open ones and the upgrade requests still
+        /// being decided (from their request head to `accept` or `reject`), so that a flood of
+        /// handshakes nobody decides cannot pass it; beyond it new upgrades get 503. `nil`
+        /// (default) for no cap.
         public var maxConnections: Int? = nil
 
         /// permessage-deflate (RFC 7692): `nil` (default) does not negotiate it; set options to
@@ -91,6 +93,23 @@ extension WebSocketServer {
         /// The write buffer's watermarks for `drain` and for async sends to wait. Default 32 KiB
         /// and 64 KiB.
         public var writeBufferWaterMark = WebSocketWriteBufferWaterMark()
+
+        /// The most bytes the Node-style sends (``WebSocketConnection/sendUTF(_:compress:completion:)``,
+        /// `sendBytes`, `send`, `sendFrame`) may have queued for one connection: the write buffer's
+        /// high watermark plus what they queued since it passed it. A send that would go past it
+        /// meets ``sendBackpressurePolicy``; a send to a connection below its high watermark always
+        /// goes, however large. Default 16 MiB. WebSocket-Node has no such cap (its `send` queues
+        /// without end, so one peer that stops reading can exhaust the server); uWebSockets has
+        /// `maxBackpressure`. The async ``WebSocketConnection/write(_:compress:)-(WebSocketMessage,_)``
+        /// waits instead, and reading pauses while the write buffer is full, so an echo never
+        /// meets this cap. Must be at least `writeBufferWaterMark.high`.
+        public var maxSendBackpressure = 16 << 20
+        /// What a Node-style send past ``maxSendBackpressure`` meets. Default
+        /// `.close(.policyViolation)`: the connection closes with 1008 and the message is not
+        /// sent, so no message is lost without a close saying so. `.skip` keeps the connection
+        /// open and fails that send: its completion gets ``WebSocketError/Code-swift.struct/backpressure``,
+        /// and ``WebSocketConnection/refusedSends`` counts it.
+        public var sendBackpressurePolicy = WebSocketServer.BackpressurePolicy.close(.policyViolation)
 
         /// The most bytes of published messages (``WebSocketServer/publish(_:to:compress:)-(WebSocketMessage,_,_)``)
         /// queued for one connection and not yet written to its socket; a message that would go

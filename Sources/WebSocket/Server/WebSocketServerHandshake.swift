@@ -52,8 +52,9 @@ enum WebSocketServerHandshake {
         var requestedExtensions: [WebSocketExtension]
         /// The cookies sent (empty unless `parseCookies`).
         var cookies: [WebSocketCookie]
-        /// The first `X-Forwarded-For` address when the TCP peer is one of `trustedProxies`
-        /// (unless `ignoreXForwardedFor`), else the TCP peer's.
+        /// When the TCP peer is one of `trustedProxies` (unless `ignoreXForwardedFor`): the
+        /// rightmost `X-Forwarded-For` address that is not a trusted proxy (see
+        /// ``WebSocketServerHandshake/clientAddress(forwarded:peerAddress:trustedProxies:)``); else the TCP peer's.
         var remoteAddress: String
         /// Every `X-Forwarded-For` address, then the TCP peer's.
         var remoteAddresses: [String]
@@ -182,8 +183,25 @@ enum WebSocketServerHandshake {
             requestedProtocols: WebSocketHandshake.tokens(headers, "sec-websocket-protocol").map { $0.lowercased() },
             requestedExtensions: configuration.parseExtensions ? WebSocketExtension.parse(headers["sec-websocket-extensions"]) : [],
             cookies: configuration.parseCookies ? headers["cookie"].flatMap(WebSocketCookie.parse) : [],
-            remoteAddress: believed ? forwarded.first ?? peerAddress : peerAddress,
+            remoteAddress: believed
+                ? clientAddress(forwarded: forwarded, peerAddress: peerAddress, trustedProxies: configuration.trustedProxies)
+                : peerAddress,
             remoteAddresses: forwarded + [peerAddress])
+    }
+
+    /// The client's address behind trusted proxies: `X-Forwarded-For` read from the right, past
+    /// every trusted proxy, as nginx's realip module (`real_ip_recursive on`) and Vapor do.
+    /// Proxies append the address they got the request from, so only the addresses a trusted
+    /// proxy added can be believed: the leftmost ones are whatever the client wrote (a client
+    /// behind nginx's `$proxy_add_x_forwarded_for` could otherwise name any address). When every
+    /// address is a trusted proxy, the leftmost one.
+    static func clientAddress(forwarded: [String], peerAddress: String, trustedProxies: Set<String>) -> String {
+        var address = peerAddress
+        for hop in forwarded.reversed() {
+            guard trustedProxies.contains(address) else { break }
+            address = hop
+        }
+        return address
     }
 
     private static func tooManyHeaders(_ count: Int, _ configuration: WebSocketServer.Configuration) -> Refusal {

@@ -83,6 +83,7 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         requestTimer?.cancel()
         if let request = pendingRequest {
             pendingRequest = nil
+            request.slot?.release()
             server.upgradeErrorHandlers.emit(
                 WebSocketError(.notConnected, "The client at \(request.remoteAddress) went away before its request was accepted or rejected"))
         }
@@ -180,13 +181,13 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
             respond(status: refusal.status, headers: refusal.headers, body: refusal.body)
             return
         }
-        if server.refusesNewConnection() {
+        guard case .admitted(let slot) = server.reserveConnection() else {
             server.metrics?.handshakeRefused(status: 503)
             respond(status: .serviceUnavailable, headers: [:], body: "Too many connections")
             return
         }
         connectionKey = upgrade.key
-        let request = WebSocketRequest(upgrade, channel: channel, server: server, handshake: self)
+        let request = WebSocketRequest(upgrade, channel: channel, server: server, handshake: self, slot: slot)
         pendingRequest = request
         server.handleRequest(request)
         // Most applications decide inside the request handler; a request still open after it
