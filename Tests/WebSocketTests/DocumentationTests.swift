@@ -37,6 +37,26 @@ struct DocumentationTests {
         #expect(process.terminationStatus == 0, "scripts/docs.sh failed:\n\(text)")
     }
 
+    @Test("\"Which async style\" is linked from the catalog's root page and its table has the five styles, their shutdown and their measured speed")
+    func whichAsyncStyleArticle() throws {
+        let docc = Self.packageRoot.appendingPathComponent("Sources/WebSocket/WebSocket.docc")
+        let root = try String(contentsOf: docc.appendingPathComponent("WebSocket.md"), encoding: .utf8)
+        #expect(root.contains("- <doc:WhichAsyncStyle>"), "the root page's Topics do not list the article")
+        let article = try String(contentsOf: docc.appendingPathComponent("WhichAsyncStyle.md"), encoding: .utf8)
+        #expect(article.hasPrefix("# Which async style\n"))
+        let rows = article.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| ---") && !$0.hasPrefix("| style") }
+        #expect(rows.count == 6, "the callbacks and the five styles: \(rows.count) rows")
+        for style in ["accept(protocol:origin:cookies:handler:)", "mount(_:protocol:connectionHandler:)", "run(handlingRequests:)",
+            "server.requests", "unstructured `Task`"] {
+            #expect(rows.contains { $0.contains(style) }, "no row for \(style)")
+        }
+        // Each row: what it is for, its shutdown, its speed (four cells).
+        for row in rows { #expect(row.split(separator: "|").count == 4, "\(row)") }
+        for figure in ["1.01 / 0.92 / 0.81", "0.94 / 0.91 / 0.93", "0.67 / 0.65 / 0.51", "0.13 on W2"] {
+            #expect(article.contains(figure), "the measured \(figure) is missing")
+        }
+    }
+
     @Test("the Metrics article quotes Examples/Metrics/main.swift (compiled as example-metrics) word for word")
     func metricsArticleQuotesTheExample() throws {
         let article = try String(
