@@ -120,6 +120,7 @@ let package = Package(
             dependencies: [
                 "WebSocket", .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Examples/Metrics"),
     ],

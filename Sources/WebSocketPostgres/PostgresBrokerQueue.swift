@@ -69,11 +69,13 @@ struct PostgresBrokerQueue: Sendable {
     }
 
     /// The front of the queue: at most `maxBatchCount` items and `maxBatchBytes` of payload
-    /// (always at least one item when not empty). Stays queued until `committed`.
-    func nextBatch() -> ArraySlice<PostgresBrokerItem> {
+    /// (always at least one item when not empty), at most `maxCount` when given. Stays queued
+    /// until `committed`.
+    func nextBatch(maxCount: Int? = nil) -> ArraySlice<PostgresBrokerItem> {
+        let maxCount = min(maxBatchCount, max(1, maxCount ?? maxBatchCount))
         var end = head
         var batchBytes = 0
-        while end < items.count && end - head < maxBatchCount {
+        while end < items.count && end - head < maxCount {
             let cost = items[end].cost
             if end > head && batchBytes + cost > maxBatchBytes { break }
             batchBytes += cost

@@ -13,9 +13,10 @@ extension WebSocketPostgresBroker {
         /// at most 48 bytes. Default `websocket_publications`. Nodes of one cluster share it;
         /// separate clusters in one database use different names.
         public var table = "websocket_publications"
-        /// This node's name in the table: unique per running process (a node recognises its own
-        /// rows by it, and a batch sent twice is stored once per name and sequence number).
-        /// Default: the host name, the process id and a random suffix.
+        /// This node's name in the table, for people: logs and the table's `node` column. It may
+        /// stay the same across restarts (`ws serve --node n1` under a supervisor): what tells
+        /// publications apart is the broker's ``WebSocketPostgresBroker/incarnation``, a random
+        /// UUID per broker. Default: the host name, the process id and a random suffix.
         public var node = WebSocketPostgresBroker.Configuration.defaultNodeName()
         /// How long rows stay in the table: a node that was away longer than this cannot catch
         /// up on everything it missed and reports a gap (``WebSocketPostgresBroker/onGap(_:)``).

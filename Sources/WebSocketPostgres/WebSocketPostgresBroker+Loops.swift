@@ -10,15 +10,24 @@ import WebSocket
 extension WebSocketPostgresBroker {
     /// The rows read per query by the reader.
     static let fetchLimit = 1000
+    /// The payload bytes read per query by the reader (one row more than fits always comes).
+    static let fetchBytes = 4 << 20
 
     // MARK: - Writer
 
     /// Stores batches from the front of the queue, one transaction each, until the broker stops
     /// with an empty queue. A batch leaves the queue only once stored; after a lost connection
-    /// it goes again, first (the table's `UNIQUE (node, seq)` stores it once).
+    /// it goes again, first (the table's `UNIQUE (incarnation, node, seq)` stores it once).
+    ///
+    /// A batch PostgreSQL refuses for its data (``isRefusal(_:)``: the same rows would fail
+    /// again, and the queue behind them would wait for ever) is sent again one publication at a
+    /// time; the one refused alone is dropped and reported (``onDropped(_:)``, an error log line),
+    /// and the others are stored in order.
     func runWriter(first: PostgresConnection) async {
         var connection: PostgresConnection? = first
         var attempt = 0
+        // How many publications at the queue's front go one at a time (a refused batch's).
+        var isolating = 0
         var wakeups = self.wakeups.makeAsyncIterator()
         while !Task.isCancelled {
             if connection == nil {
@@ -40,7 +49,7 @@ extension WebSocketPostgresBroker {
             guard let current = connection else { continue }
             do {
                 while true {
-                    let (batch, stopping) = shared.withLockedValue { ($0.queue.nextBatch(), $0.stopping) }
+                    let (batch, stopping) = shared.withLockedValue { ($0.queue.nextBatch(maxCount: isolating > 0 ? 1 : nil), $0.stopping) }
                     if batch.isEmpty {
                         if stopping { try? await current.close(); return }
                         _ = await wakeups.next()
@@ -48,12 +57,25 @@ extension WebSocketPostgresBroker {
                         continue
                     }
                     logger.trace("PostgreSQL broker storing a batch", metadata: ["count": "\(batch.count)"])
-                    let query = sql.publish(node: configuration.node, batch: batch)
-                    try await withDeadline(on: current) { [logger] in
-                        let rows = try await current.query(query, logger: logger)
-                        for try await _ in rows {}
+                    let query = sql.publish(node: configuration.node, incarnation: incarnation, batch: batch)
+                    do {
+                        try await withDeadline(on: current) { [logger] in
+                            let rows = try await current.query(query, logger: logger)
+                            for try await _ in rows {}
+                        }
+                    } catch where Self.isRefusal(error) && !current.isClosed {
+                        if batch.count > 1 {
+                            logger.warning("PostgreSQL broker: a batch was refused; storing its publications one at a time", metadata: [
+                                "count": "\(batch.count)", "error": "\(Self.describe(error))"])
+                            isolating = batch.count
+                            continue
+                        }
+                        drop(batch.first!, reason: Self.describe(error))
+                        isolating = max(0, isolating - 1)
+                        continue
                     }
                     shared.withLockedValue { $0.queue.committed(batch.count) }
+                    isolating = max(0, isolating - batch.count)
                     logger.trace("PostgreSQL broker stored a batch", metadata: ["count": "\(batch.count)"])
                 }
             } catch {
@@ -71,6 +93,28 @@ extension WebSocketPostgresBroker {
                 attempt += 1
             }
         }
+    }
+
+    /// Whether PostgreSQL refused a batch for what it holds (a data exception, an integrity
+    /// violation, a limit exceeded: SQLSTATE classes 22, 23 and 54), so that sending it again
+    /// as it is would fail again; not a lost connection or a server shutting down.
+    static func isRefusal(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError, error.code == .server,
+              let state = error.serverInfo?[.sqlState] else { return false }
+        return state.hasPrefix("22") || state.hasPrefix("23") || state.hasPrefix("54")
+    }
+
+    /// Takes the queue's first publication out unstored: PostgreSQL refused it alone.
+    func drop(_ item: PostgresBrokerItem, reason: String) {
+        let handlers = shared.withLockedValue { shared -> [@Sendable (Dropped) -> Void] in
+            shared.queue.committed(1)
+            shared.dropped += 1
+            return shared.droppedHandlers
+        }
+        let dropped = Dropped(topic: item.topic, bytes: item.payload.readableBytes, reason: reason)
+        logger.error("PostgreSQL broker dropped a publication PostgreSQL refused", metadata: [
+            "topic": "\(item.topic.debugDescription.prefix(200))", "bytes": "\(dropped.bytes)", "error": "\(reason)"])
+        for handler in handlers { handler(dropped) }
     }
 
     // MARK: - Reader
@@ -108,11 +152,7 @@ extension WebSocketPostgresBroker {
                     self.shared.withLockedValue { $0.reader = .live }
                     self.updateState()
                     attempt = 0
-                    for try await notification in notifications {
-                        self.logger.trace("PostgreSQL broker notified", metadata: ["note": "\(notification.payload)", "lastSeen": "\(self.lastSeenID)"])
-                        if self.skipRead(for: notification.payload, delivery: delivery) { continue }
-                        try await self.readAll(on: current, delivery: delivery)
-                    }
+                    try await self.follow(notifications, on: current, delivery: delivery)
                 }
             } catch {
                 failure = error
@@ -129,20 +169,82 @@ extension WebSocketPostgresBroker {
         }
     }
 
+    /// What wakes the reader once it is live.
+    enum ReaderEvent: Sendable {
+        case note(String)
+        /// The confirmation timer (``confirmInterval``).
+        case tick
+        /// The notifications ended: the connection is lost.
+        case ended((any Error)?)
+    }
+
+    /// How long rows whose read a notification made unnecessary may stay unread: then one read
+    /// confirms them (so that the last id seen always comes from rows read, and a node without
+    /// subscribers still moves on before retention deletes what it skipped).
+    static let confirmInterval: Duration = .milliseconds(250)
+    /// After this many notifications that needed no read, one read confirms them.
+    static let confirmEvery = 1000
+
+    /// Reads as the notifications say, one read at a time: the notifications and the
+    /// confirmation timer come in one stream.
+    func follow(_ notifications: PostgresNotificationSequence, on connection: PostgresConnection, delivery: WebSocketBrokerDelivery) async throws {
+        let (events, sink) = AsyncStream.makeStream(of: ReaderEvent.self)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await notification in notifications { sink.yield(.note(notification.payload)) }
+                    sink.yield(.ended(nil))
+                } catch {
+                    sink.yield(.ended(error))
+                }
+            }
+            group.addTask {
+                while (try? await Task.sleep(for: Self.confirmInterval)) != nil { sink.yield(.tick) }
+            }
+            defer { group.cancelAll() }
+            for await event in events {
+                switch event {
+                case .note(let payload):
+                    logger.trace("PostgreSQL broker notified", metadata: ["note": "\(payload)", "lastSeen": "\(lastSeenID)"])
+                    if skipRead(for: payload, delivery: delivery) && !needsConfirmation(now: false) { continue }
+                case .tick:
+                    if !needsConfirmation(now: true) { continue }
+                case .ended(let error):
+                    throw error ?? ConnectionClosed()
+                }
+                try await readAll(on: connection, delivery: delivery)
+            }
+        }
+    }
+
+    /// Whether rows a notification said need no read should be read now: ``confirmEvery`` such
+    /// notifications since the last read, or (`now`, on the timer) any.
+    func needsConfirmation(now: Bool) -> Bool {
+        shared.withLockedValue { shared in
+            guard shared.skippedThrough > shared.lastSeen else { return false }
+            return now || shared.unconfirmedSkips >= Self.confirmEvery
+        }
+    }
+
     /// What a NOTIFY says (see `PostgresBrokerSQL.schema`): the newest id, the id before the
-    /// batch, the publishing node and the batch's topics (the last three absent when they would
-    /// not fit in a notification).
+    /// batch, the publishing incarnation and the batch's topics (the last three absent when they
+    /// would not fit in a notification).
     struct Note: Decodable {
         var l: Int64
         var p: Int64?
-        var n: String?
+        var i: UUID?
         var t: [String]?
     }
 
-    /// Whether a notification needs no read: its rows were read already, or they are the only
-    /// rows after the last one seen and none is for this node (its own, or of topics without a
-    /// subscriber here); then the last id seen moves past them. A node without subscribers of a
-    /// topic thus pays a notification for its publications, not a query.
+    /// Whether a notification needs no read now: its rows were read already, or they follow
+    /// the rows read (or skipped) so far and none is for this node (its own, or of topics
+    /// without a subscriber here). A node without subscribers of a topic thus pays a
+    /// notification for its publications, not a query each.
+    ///
+    /// A notification is no proof: any login to the database may send one on the channel. So
+    /// it never moves the last id seen (only rows read do, ``readAll(on:delivery:)``); what it
+    /// claims is kept apart (`skippedThrough`), and read within ``confirmInterval``. A forged
+    /// one can make a node read more, or later, but not skip a row.
     func skipRead(for payload: String, delivery: WebSocketBrokerDelivery) -> Bool {
         guard let note = try? JSONDecoder().decode(Note.self, from: Data(payload.utf8)) else {
             if let id = Int64(payload) { return id <= lastSeenID }
@@ -150,29 +252,40 @@ extension WebSocketPostgresBroker {
         }
         return shared.withLockedValue { shared in
             if note.l <= shared.lastSeen { return true }
-            guard note.p == shared.lastSeen, let node = note.n, let topics = note.t else { return false }
-            guard node == configuration.node || !topics.contains(where: delivery.hasSubscribers) else { return false }
-            shared.lastSeen = note.l
+            guard let previous = note.p, previous == max(shared.lastSeen, shared.skippedThrough), note.l > previous,
+                  let publisher = note.i, let topics = note.t else { return false }
+            guard publisher == incarnation || !topics.contains(where: delivery.hasSubscribers) else { return false }
+            shared.skippedThrough = note.l
+            shared.unconfirmedSkips += 1
             shared.readsSkipped += 1
             return true
         }
     }
 
-    /// Reads and delivers every row after the last id seen, in id order.
+    /// Reads and delivers every row after the last id seen, in id order, a page at a time
+    /// (``fetchLimit`` rows, ``fetchBytes`` of payloads).
     func readAll(on connection: PostgresConnection, delivery: WebSocketBrokerDelivery) async throws {
         while true {
             let after = lastSeenID
-            let query = sql.fetch(after: after, node: configuration.node, topics: delivery.topics, limit: Self.fetchLimit)
+            let query = sql.fetch(
+                after: after, incarnation: incarnation, topics: delivery.topics, limit: Self.fetchLimit, maxBytes: Self.fetchBytes)
             // Read whole, then delivered: the deadline covers the database, not the delivery.
-            let rows = try await withDeadline(on: connection) { [logger] in
+            let (rows, pageRows) = try await withDeadline(on: connection) { [logger] in
                 var rows: [(Int64, Bool, String, Int16, ByteBuffer?)] = []
-                for try await row in try await connection.query(query, logger: logger).decode((Int64, Bool, String, Int16, ByteBuffer?).self) {
-                    rows.append(row)
+                var pageRows: Int64 = 0
+                for try await (id, own, topic, opcode, payload, page) in try await connection.query(query, logger: logger)
+                    .decode((Int64, Bool, String, Int16, ByteBuffer?, Int64).self) {
+                    rows.append((id, own, topic, opcode, payload))
+                    pageRows = page
                 }
-                return rows
+                return (rows, pageRows)
             }
             let count = rows.count
-            shared.withLockedValue { $0.reads += 1 }
+            let bytes = rows.reduce(0) { $0 + ($1.4?.readableBytes ?? 0) }
+            shared.withLockedValue {
+                $0.reads += 1
+                $0.largestRead = max($0.largestRead, bytes)
+            }
             var last = after
             for (id, own, topic, opcode, payload) in rows {
                 last = id
@@ -180,9 +293,14 @@ extension WebSocketPostgresBroker {
                 let message: WebSocketMessage = opcode == 1 ? .utf8(String(buffer: payload)) : .binary(payload)
                 delivery.deliver(WebSocketBrokerPublication(topic: topic, message: message))
             }
-            shared.withLockedValue { $0.lastSeen = max($0.lastSeen, last) }
+            shared.withLockedValue {
+                $0.lastSeen = max($0.lastSeen, last)
+                // What notifications claimed is forgotten: the rows read are the truth.
+                $0.skippedThrough = $0.lastSeen
+                $0.unconfirmedSkips = 0
+            }
             logger.trace("PostgreSQL broker read", metadata: ["after": "\(after)", "rows": "\(count)"])
-            if count < Self.fetchLimit { return }
+            if count == 0 || (pageRows < Self.fetchLimit && count == pageRows) { return }
         }
     }
 

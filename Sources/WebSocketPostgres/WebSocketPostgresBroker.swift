@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -73,8 +74,31 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
         }
     }
 
+    /// A publication of this node that PostgreSQL refused to store (its other nodes never get
+    /// it; this node's subscribers had it already). Topic names with U+0000 are refused by every
+    /// server's `publish` before they get here; what is left is rare: a row PostgreSQL refuses
+    /// for its size, or a trigger or constraint an operator added to the table.
+    public struct Dropped: Sendable, Equatable, CustomStringConvertible {
+        /// The publication's topic.
+        public let topic: String
+        /// Its payload's size.
+        public let bytes: Int
+        /// PostgreSQL's reason.
+        public let reason: String
+
+        public var description: String {
+            "a publication to \(topic.debugDescription) (\(bytes) bytes) was refused by PostgreSQL and dropped: \(reason)"
+        }
+    }
+
     /// The configuration it was created with.
     public let configuration: Configuration
+    /// This broker's identity in the table, a random UUID made with it: with its sequence
+    /// numbers (1, 2, ... in publish order) the key that stores a batch sent twice once, and how
+    /// a node recognises its own rows. A process restarted under the same
+    /// ``Configuration/node`` name is another incarnation, so its publications never collide
+    /// with those of the one before (see the DocC article *Topics*, "Node identity").
+    public let incarnation: UUID
     let logger: Logger
     let sql: PostgresBrokerSQL
     let backoff: PostgresBrokerBackoff
@@ -93,7 +117,12 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
         var writerDown: String?
         var reader = ReaderState.catchingUp
         var state = State.stopped
+        /// The highest id read (rows, never a notification's word).
         var lastSeen: Int64 = 0
+        /// The highest id notifications said needs no read here (unconfirmed), and how many such
+        /// notifications came since the last read.
+        var skippedThrough: Int64 = 0
+        var unconfirmedSkips = 0
         var gapReportedThrough: Int64 = 0
         var delivery: WebSocketBrokerDelivery?
         var readerConnection: PostgresConnection?
@@ -102,10 +131,14 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
         var writerTask: Task<Void, Never>?
         var stateHandlers: [@Sendable (State) -> Void] = []
         var gapHandlers: [@Sendable (Gap) -> Void] = []
+        var droppedHandlers: [@Sendable (Dropped) -> Void] = []
+        var dropped = 0
         var connectionIDs = 0
         /// Reads of the table, and notifications that needed none (for tests and diagnostics).
         var reads = 0
         var readsSkipped = 0
+        /// The most payload bytes one read brought (the catch-up's bound).
+        var largestRead = 0
     }
 
     let shared: NIOLockedValueBox<Shared>
@@ -119,6 +152,7 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
     public init(configuration: Configuration, logger: Logger = Logger(label: "websocket.postgres")) {
         self.configuration = configuration
         self.logger = logger
+        self.incarnation = UUID()
         self.sql = PostgresBrokerSQL(table: configuration.table)
         self.backoff = PostgresBrokerBackoff(
             initial: configuration.reconnectInitialDelay, maximum: configuration.reconnectMaxDelay, jitter: 0.5)
@@ -143,6 +177,9 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
     /// How many reads of the table this node made, and how many notifications needed none.
     var readCounts: (reads: Int, skipped: Int) { shared.withLockedValue { ($0.reads, $0.readsSkipped) } }
 
+    /// The most payload bytes one read of the table brought.
+    var largestRead: Int { shared.withLockedValue { $0.largestRead } }
+
     /// The highest publication id this node has read from the table.
     public var lastSeenID: Int64 { shared.withLockedValue { $0.lastSeen } }
 
@@ -157,6 +194,16 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
     public func onGap(_ handler: @escaping @Sendable (Gap) -> Void) {
         shared.withLockedValue { $0.gapHandlers.append(handler) }
     }
+
+    /// Registers a handler for publications PostgreSQL refused to store (``Dropped``; also
+    /// logged as an error). The writer stores the publications behind one refused row: one bad
+    /// publication never blocks the others.
+    public func onDropped(_ handler: @escaping @Sendable (Dropped) -> Void) {
+        shared.withLockedValue { $0.droppedHandlers.append(handler) }
+    }
+
+    /// How many publications PostgreSQL refused to store since the broker was made.
+    public var droppedCount: Int { shared.withLockedValue { $0.dropped } }
 
     // MARK: - WebSocketBroker
 
@@ -200,6 +247,7 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
                 for try await (id, _) in rows.decode((Int64, Int64).self) { newest = id }
                 shared.withLockedValue {
                     $0.lastSeen = newest
+                    $0.skippedThrough = newest
                     $0.gapReportedThrough = newest
                 }
             } catch {
@@ -230,7 +278,7 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
             $0.writerTask = writerTask
             $0.tasks = [readerTask, retentionTask]
         }
-        logger.info("PostgreSQL broker started", metadata: ["target": "\(configuration.target)", "node": "\(configuration.node)", "table": "\(configuration.table)"])
+        logger.info("PostgreSQL broker started", metadata: ["target": "\(configuration.target)", "node": "\(configuration.node)", "incarnation": "\(incarnation)", "table": "\(configuration.table)"])
     }
 
     /// Queues a publication of this node for the table (its own subscribers have it already).

@@ -182,7 +182,7 @@ struct ClusterTests {
         await b.server.shutDown()
     }
 
-    @Test("a node without subscribers of a topic, and the publishing node, move past its publications without reading the table; a node with a subscriber reads them")
+    @Test("a node without subscribers of a topic, and the publishing node, need no read per publication (one confirming read per 250 ms at most); a node with a subscriber reads them")
     func onlySubscribedTopicsCostAReading() async throws {
         let postgres = try await ThrowawayPostgres.start()
         defer { postgres.destroy() }
@@ -199,16 +199,20 @@ struct ClusterTests {
             try await waitUntil(20, "message \(index) at node b") { remote.received(from: "a") == index + 1 }
         }
         let newest = Int64(try postgres.psql("SELECT max(id) FROM websocket_publications"))!
+        // A notification is no proof (anyone may send one): the last id seen moves by reads, so
+        // the nodes that skipped confirm with one read within 250 ms.
         try await waitUntil(20, "every node past the last row") { [a, b, c].allSatisfy { $0.broker.lastSeenID == newest } }
-        #expect(c.broker.readCounts.reads == before.c.reads, "node c (no subscriber of room) read nothing")
+        let confirming = { (node: ClusterNode, before: (reads: Int, skipped: Int)) in node.broker.readCounts.reads - before.reads }
+        #expect(confirming(c, before.c) < count / 3, "node c (no subscriber of room) read \(confirming(c, before.c)) times for \(count)")
         #expect(c.broker.readCounts.skipped - before.c.skipped == count)
-        #expect(a.broker.readCounts.reads == before.a.reads, "node a (the publisher) read nothing")
+        #expect(confirming(a, before.a) < count / 3, "node a (the publisher) read \(confirming(a, before.a)) times for \(count)")
         #expect(b.broker.readCounts.reads - before.b.reads >= count, "node b read each one")
         #expect(elsewhere.count == 0)
-        // A publication to a topic node c has a subscriber of makes it read.
+        // A publication to a topic node c has a subscriber of makes it read at once.
+        let cBefore = c.broker.readCounts.reads
         try a.server.publish(TestMessage.make("a", count, kind: 3), to: "other")
         try await waitUntil(20, "the message at node c") { elsewhere.received(from: "a") == 1 }
-        #expect(c.broker.readCounts.reads == before.c.reads + 1)
+        #expect(c.broker.readCounts.reads >= cBefore + 1)
         for node in [a, b, c] { await node.server.shutDown() }
     }
 

@@ -48,7 +48,7 @@ struct GracefulShutdownTests {
         let echoed = Expectation<String>()
         client.onClose { code, _ in closed.fulfill(code) }
         client.onMessage { echoed.fulfill($0.utf8Data ?? "") }
-        try await client.sendUTF("ping \(path)")
+        client.sendUTF("ping \(path)")
         #expect(try await echoed.value(10, "the echo on \(path)") == "ping \(path)")
         return (client, closed)
     }
@@ -74,6 +74,40 @@ struct GracefulShutdownTests {
         #expect(Set(returned.all) == ["/one", "/two"])
         #expect(server.localAddresses.isEmpty)
         #expect(server.connectionCount == 0)
+    }
+
+    @Test("run(handlingRequests:) handing each connection to a scoped handler (the recommended shape): 1001, the loops end, the code after them runs, the group returns after them")
+    func scopedHandlersUnderRun() async throws {
+        let server = WebSocketServer(listeners: [.init(host: "127.0.0.1", port: 0)])
+        let returned = Collected<String>()
+        let service = ClosureService {
+            try await server.run { request in
+                try request.accept(protocol: request.requestedProtocols.first) { connection in
+                    do {
+                        for try await message in connection.messages { try await connection.write(message) }
+                    } catch {
+                        returned.append("\(request.resource) threw \(error)")
+                        throw error
+                    }
+                    await Task.yield()  // the code after the loop may await
+                    returned.append("\(request.resource) \(connection.closeReasonCode)")
+                }
+            }
+        }
+        let group = ServiceGroup(services: [service], logger: Logger(label: "test.graceful.scoped"))
+        let running = Task { try await group.run() }
+        defer { running.cancel() }
+        let port = try await Self.port(of: server)
+        let (_, firstClosed) = try await Self.echoingClient(port: port, path: "/one")
+        let (_, secondClosed) = try await Self.echoingClient(port: port, path: "/two")
+
+        await group.triggerGracefulShutdown()
+        #expect(try await firstClosed.value(15, "the first client's close") == WebSocketCloseReason.goingAway)
+        #expect(try await secondClosed.value(15, "the second client's close") == WebSocketCloseReason.goingAway)
+        try await withTimeout(15, "the ServiceGroup to return") { try await running.value }
+        // The group returned after the scoped handlers: their code after the loop has run.
+        #expect(Set(returned.all) == ["/one 1001", "/two 1001"])
+        #expect(server.scopedHandlers.count == 0)
     }
 
     @Test("a request still undecided when shutdown starts: accepted later, it gets 1001 at once, and run waits for its handler")
@@ -183,7 +217,7 @@ struct GracefulShutdownTests {
         let bobClosed = Expectation<Int>()
         bob.onClose { code, _ in bobClosed.fulfill(code) }
         #expect(try await annHears.value(10, "bob joining") == "* bob b joined test (2 here)")
-        try await bob.sendUTF("hello")
+        bob.sendUTF("hello")
         #expect(try await annHears.value(10, "bob's message") == "bob b: hello")
 
         chat.signal(SIGINT)

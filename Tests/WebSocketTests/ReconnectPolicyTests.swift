@@ -191,9 +191,52 @@ struct ReconnectStateMachineTests {
         #expect(aborted.attemptFailed(abort, random: 0) == .giveUp(abort))
     }
 
-    @Test("the first connection of connections(to:) is one attempt: its error as is, no retry")
-    func firstConnect() {
-        var machine = Machine(policy: Policy(), url: "ws://a/", phase: .connecting)
+    @Test("retriesFirstConnection off: the first connection is one attempt, its error as is")
+    func firstConnectNotRetried() {
+        var machine = Machine(policy: Policy(retriesFirstConnection: false), url: "ws://a/", phase: .connecting)
         #expect(machine.attemptFailed(refused, random: 0) == .giveUp(refused))
+        #expect(machine.phase == .stopped)
+    }
+
+    @Test("the first connection is retried by default: the next URL, growing delays, then connected (no reconnection yet)")
+    func firstConnectRetried() throws {
+        #expect(Policy().retriesFirstConnection)
+        var machine = Machine(policy: Policy(urls: ["ws://b/"], initialDelay: .seconds(1), jitter: 0), url: "ws://a/", phase: .connecting)
+        let first = try #require(retry(machine.attemptFailed(refused, random: 0)))
+        #expect(first == .init(number: 1, delay: .seconds(1), url: "ws://b/", cause: .failed(refused)))
+        #expect(!machine.hasConnected)
+        #expect(machine.timerFired() == "ws://b/")
+        let second = try #require(retry(machine.attemptFailed(refused, random: 0)))
+        #expect(second == .init(number: 2, delay: .seconds(2), url: "ws://a/", cause: .failed(refused)))
+        #expect(machine.timerFired() == "ws://a/")
+        machine.connected()
+        #expect(machine.hasConnected && machine.phase == .connected && machine.attempt == 0)
+    }
+
+    @Test("a first connection's error that retrying cannot fix (403, a bad URL, an abort) is reported as is, at once")
+    func firstConnectErrorsThatDoNotRetry() {
+        let forbidden = WebSocketError(
+            .unexpectedStatus, "The server answered 403", response: .init(statusCode: 403, statusMessage: "Forbidden", headers: [:]))
+        for error in [forbidden, WebSocketError(.invalidURL, "not a URL"), WebSocketError(.aborted, "aborted")] {
+            var machine = Machine(policy: Policy(), url: "ws://a/", phase: .connecting)
+            #expect(machine.attemptFailed(error, random: 0) == .giveUp(error))
+            #expect(machine.phase == .stopped)
+        }
+    }
+
+    @Test("the first connection's retries end after maxAttempts with .reconnectFailed saying so")
+    func firstConnectGivesUp() throws {
+        var machine = Machine(policy: Policy(jitter: 0, maxAttempts: 2), url: "ws://a/", phase: .connecting)
+        #expect(retry(machine.attemptFailed(refused, random: 0))?.number == 1)
+        _ = machine.timerFired()
+        #expect(retry(machine.attemptFailed(refused, random: 0))?.number == 2)
+        _ = machine.timerFired()
+        guard case .giveUp(let error) = machine.attemptFailed(refused, random: 0) else {
+            Issue.record("expected to give up")
+            return
+        }
+        #expect(error.code == .reconnectFailed)
+        #expect(error.message.contains("Gave up connecting after the first attempt and 2 failed retries (maxAttempts is 2)"), "\(error.message)")
+        #expect(error.message.contains("Connection refused by 127.0.0.1:1"))
     }
 }

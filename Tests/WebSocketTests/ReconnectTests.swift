@@ -96,10 +96,11 @@ private final class ClientEvents: Sendable {
 }
 
 /// A client that reconnects quickly (10 ms, no jitter) to `urls` after the first.
-private func reconnectingClient(urls: [String], maxAttempts: Int? = nil) -> WebSocketClient {
+private func reconnectingClient(urls: [String], maxAttempts: Int? = nil, retriesFirstConnection: Bool = true) -> WebSocketClient {
     var configuration = WebSocketClient.Configuration()
     configuration.reconnect = WebSocketClient.ReconnectPolicy(
-        urls: urls, initialDelay: .milliseconds(10), maxDelay: .milliseconds(50), jitter: 0, maxAttempts: maxAttempts)
+        urls: urls, initialDelay: .milliseconds(10), maxDelay: .milliseconds(50), jitter: 0, maxAttempts: maxAttempts,
+        retriesFirstConnection: retriesFirstConnection)
     return WebSocketClient(configuration: configuration)
 }
 
@@ -342,9 +343,9 @@ struct ReconnectTests {
         #expect(client.reconnections.withLockedValue { $0.isEmpty })
     }
 
-    @Test("connections(to:) throws the first connect's error; cancelling the task (or leaving the loop) closes the connection (1001)")
+    @Test("connections(to:) without first-connection retries throws the first connect's error; cancelling the task closes the connection (1001) and throws CancellationError")
     func asyncSequenceErrorsAndCancel() async throws {
-        let client = reconnectingClient(urls: [])
+        let client = reconnectingClient(urls: [], retriesFirstConnection: false)
         let deadPort = try DeadPort()
         let dead = deadPort.url
         let error = try await withTimeout(10) { () -> WebSocketError? in
@@ -371,12 +372,175 @@ struct ReconnectTests {
         connection.onClose { code, _ in closed.fulfill(code) }
         task.cancel()
         #expect(try await closed.value(10, "the close after cancelling") == 1001)
-        _ = await task.result
+        let result = await task.result
+        #expect(throws: CancellationError.self) { try result.get() }
         try await waitUntil(10, "the reconnection to end") { client.reconnections.withLockedValue { $0.isEmpty } }
     }
 }
 
+extension ReconnectTests {
+    @Test("connect(_:) with a policy: a refused first connection is retried (reconnecting, then connect, no connectFailed nor reconnected)")
+    func firstConnectionRetried() async throws {
+        let b = try await Node.start()
+        defer { Task { await b.stop() } }
+        let deadPort = try DeadPort()
+        let client = reconnectingClient(urls: [b.url])
+        defer { client.stopReconnecting() }
+        let events = ClientEvents(client)
+        client.connect(deadPort.url)  // nothing listens there yet: as a client started before its server
+
+        let attempt = try await events.reconnecting.value(10, "reconnecting after the refused first attempt")
+        #expect(attempt.number == 1 && attempt.url == b.url && attempt.delay == .milliseconds(10))
+        guard case .failed(let error) = attempt.cause else {
+            Issue.record("expected a failed attempt, got \(attempt.cause)")
+            return
+        }
+        #expect(error.code == .connectionRefused)
+        let connection = try await events.connects.value(10, "the first connection, on B")
+        try await b.waitForSubscribers(1)
+        #expect(try b.server.server.publish("hello", to: "prices") == 1)
+        #expect(try await events.messages.value(10, "the message from B") == "hello")
+        try await barrierAllLoops()
+        #expect(events.failures.pending().isEmpty, "connectFailed for a first attempt that was retried")
+        #expect(events.reconnected.pending().isEmpty, "the first connection is no reconnection")
+
+        // It reconnects as any connection does once open.
+        try #require(b.connections.all.first).socket.close(promise: nil)
+        #expect(try await events.reconnecting.value(10, "reconnecting after the drop").cause.closeCode == 1006)
+        #expect(try await events.reconnected.value(10, "reconnected") !== connection)
+    }
+
+    @Test("retriesFirstConnection: false: the refused first connect is connectFailed(.connectionRefused), nothing retried")
+    func firstConnectionNotRetried() async throws {
+        let b = try await Node.start()
+        defer { Task { await b.stop() } }
+        let deadPort = try DeadPort()
+        let client = reconnectingClient(urls: [b.url], retriesFirstConnection: false)
+        let events = ClientEvents(client)
+        client.connect(deadPort.url)
+        #expect(try await events.failures.value(10, "connectFailed").code == .connectionRefused)
+        try await barrierAllLoops()
+        #expect(events.reconnecting.pending().isEmpty && events.connects.pending().isEmpty)
+        #expect(b.connections.all.isEmpty)
+        #expect(client.reconnections.withLockedValue { $0.isEmpty })
+    }
+
+    @Test("a first connection refused with 403 is not retried: connectFailed with the refusal, at once")
+    func firstConnectionRefusedIsNotRetried() async throws {
+        let a = try await Node.start { request in
+            request.reject(status: 403, reason: "Go away")
+            return true
+        }
+        defer { Task { await a.stop() } }
+        let client = reconnectingClient(urls: [])
+        let events = ClientEvents(client)
+        client.connect(a.url)
+        let error = try await events.failures.value(10, "connectFailed")
+        #expect(error.code == .unexpectedStatus && error.response?.statusCode == 403)
+        try await barrierAllLoops()
+        #expect(events.reconnecting.pending().isEmpty)
+        #expect(client.reconnections.withLockedValue { $0.isEmpty })
+    }
+
+    @Test("connections(to:) retries a refused first connection (default policy) and hands out the connection that opens")
+    func sequenceRetriesFirstConnection() async throws {
+        let b = try await Node.start()
+        defer { Task { await b.stop() } }
+        let deadPort = try DeadPort()
+        let client = reconnectingClient(urls: [b.url])
+        let reconnecting = Collected<WebSocketClient.ReconnectAttempt>()
+        client.onReconnecting { reconnecting.append($0) }
+        let remote = try await withTimeout(10, "the first connection") { () -> Int? in
+            for try await connection in client.connections(to: deadPort.url) {
+                let port = connection.socket.remoteAddress?.port
+                try await connection.close(code: .normal)
+                return port
+            }
+            return nil
+        }
+        #expect(remote == b.server.port)
+        #expect(reconnecting.all.map(\.url) == [b.url])
+    }
+
+    @Test("connections(to:): reconnecting fires after the loop over the old connection has ended, so the lines come in order")
+    func sequenceEventOrder() async throws {
+        let a = try await Node.start()
+        let b = try await Node.start()
+        defer { Task { await a.stop(); await b.stop() } }
+        let client = reconnectingClient(urls: [b.url])
+        let log = Collected<String>()
+        client.onReconnecting { log.append("reconnecting \($0.number) to \($0.url)") }
+        try await withTimeout(20, "the connections") {
+            var count = 0
+            for try await connection in client.connections(to: a.url) {
+                count += 1
+                log.append("connection \(count)")
+                if count == 1 {
+                    try #require(a.connections.all.first).socket.close(promise: nil)  // the node dies
+                } else {
+                    try await connection.close(code: .normal)
+                }
+                for try await _ in connection.messages {}
+                log.append("loop \(count) ended with \(connection.closeReasonCode)")
+            }
+            log.append("sequence ended")
+        }
+        #expect(log.all == [
+            "connection 1", "loop 1 ended with 1006", "reconnecting 1 to \(b.url)", "connection 2", "loop 2 ended with 1000",
+            "sequence ended",
+        ])
+    }
+
+    @Test("connections(to:): a normal close by the server ends the loop; stopReconnecting() ends it; a cancelled task throws CancellationError")
+    func sequenceStopVersusClose() async throws {
+        let a = try await Node.start()
+        defer { Task { await a.stop() } }
+        let client = reconnectingClient(urls: [])
+
+        // The server closes normally (1000): the loop ends, nothing thrown.
+        let closedNormally = Task {
+            for try await _ in client.connections(to: a.url) {
+                try await waitUntil(10, "the server side") { a.connections.all.count == 1 }
+                try #require(a.connections.all.first).close(reasonCode: .normal)
+            }
+            return "ended"
+        }
+        #expect(try await withTimeout(10) { try await closedNormally.value } == "ended")
+
+        // stopReconnecting(): the loop ends (the connection stays open: closed here).
+        let stopped = Task {
+            for try await connection in client.connections(to: a.url) {
+                client.stopReconnecting()
+                try? connection.close()
+            }
+            return "ended"
+        }
+        #expect(try await withTimeout(10) { try await stopped.value } == "ended")
+
+        // Cancelled: CancellationError, and the connection gets 1001.
+        let opened = Expectation<WebSocketConnection>()
+        let cancelled = Task {
+            for try await connection in client.connections(to: a.url) {
+                opened.fulfill(connection)
+                for try await _ in connection.messages {}
+            }
+        }
+        let connection = try await opened.value(10, "the connection")
+        cancelled.cancel()
+        let result = await cancelled.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        try await waitUntil(10, "the close") { connection.closeReasonCode == 1001 }
+        try await waitUntil(10, "the reconnections to end") { client.reconnections.withLockedValue { $0.isEmpty } }
+    }
+}
+
 extension WebSocketClient.ReconnectCause {
+    /// The close code of a close, nil for a failure.
+    fileprivate var closeCode: Int? {
+        if case .closed(let code, _) = self { return code }
+        return nil
+    }
+
     /// The description of a close, "" for a failure.
     fileprivate var closeDescription: String {
         if case .closed(_, let description) = self { return description }

@@ -18,7 +18,7 @@ struct ReconnectionVirtualTimeTests {
     /// A reconnection on `loop` whose attempts are refused at once, each recorded with its
     /// virtual time, and the client's events.
     private func makeReconnection(
-        _ loop: NIOAsyncTestingEventLoop, policy: Policy
+        _ loop: NIOAsyncTestingEventLoop, policy: Policy, initialPhase: WebSocketReconnectStateMachine.Phase = .connected
     ) -> (WebSocketClient, WebSocketReconnection, Collected<(String, Int64)>, Collected<WebSocketClient.ReconnectAttempt>, Collected<WebSocketError>) {
         let client = WebSocketClient(eventLoopGroup: loop)
         let attempts = Collected<(String, Int64)>()
@@ -26,7 +26,9 @@ struct ReconnectionVirtualTimeTests {
         let failures = Collected<WebSocketError>()
         client.onReconnecting { reconnecting.append($0) }
         client.onConnectFailed { failures.append($0) }
-        let reconnection = WebSocketReconnection(client: client, policy: policy, url: "ws://a/", eventLoop: loop, random: { 0.5 }) {
+        let reconnection = WebSocketReconnection(
+            client: client, policy: policy, url: "ws://a/", eventLoop: loop, initialPhase: initialPhase, random: { 0.5 }
+        ) {
             url, eventLoop in
             attempts.append((url, eventLoop.now.uptimeNanoseconds.toInt64))
             let promise = eventLoop.makePromise(of: WebSocketConnection.self)
@@ -62,6 +64,42 @@ struct ReconnectionVirtualTimeTests {
         #expect(client.reconnections.withLockedValue { $0.isEmpty })
         await loop.advanceTime(by: .seconds(60))
         #expect(attempts.all.count == 3 && reconnecting.all.count == 3)
+        await loop.shutdownGracefully()
+    }
+
+    @Test("a refused first connection is retried at the jittered delays, to the next URL, then given up with connectFailed(.reconnectFailed)")
+    func firstConnectionRetried() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let policy = Policy(urls: ["ws://b/"], initialDelay: .seconds(1), maxDelay: .seconds(3), multiplier: 2, jitter: 0.5, maxAttempts: 2)
+        let (client, reconnection, attempts, reconnecting, failures) = makeReconnection(loop, policy: policy, initialPhase: .connecting)
+        try await loop.executeInContext { reconnection.begin() }
+        #expect(attempts.all.map(\.0) == ["ws://a/"])
+        #expect(reconnecting.all == [.init(number: 1, delay: .milliseconds(750), url: "ws://b/", cause: .failed(refused))])
+        #expect(failures.all.isEmpty, "a first attempt that is retried is no connectFailed")
+        await loop.advanceTime(by: .milliseconds(750) - tick)
+        #expect(attempts.all.count == 1)
+        await loop.advanceTime(by: tick)
+        #expect(attempts.all.map(\.0) == ["ws://a/", "ws://b/"])
+        #expect(reconnecting.all.last == .init(number: 2, delay: .milliseconds(1500), url: "ws://a/", cause: .failed(refused)))
+        await loop.advanceTime(by: .milliseconds(1500))
+        #expect(attempts.all.map(\.1) == [0, 750, 2250].map { Int64($0) * 1_000_000 })
+        #expect(failures.all.map(\.code) == [.reconnectFailed])
+        #expect(failures.all.first?.message.contains("Gave up connecting after the first attempt and 2 failed retries") == true)
+        #expect(reconnection.phase == .stopped)
+        #expect(client.reconnections.withLockedValue { $0.isEmpty })
+        await loop.shutdownGracefully()
+    }
+
+    @Test("retriesFirstConnection: false: the first attempt's error is connectFailed as is, no event, no timer")
+    func firstConnectionNotRetried() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        let (client, reconnection, attempts, reconnecting, failures) = makeReconnection(
+            loop, policy: Policy(retriesFirstConnection: false), initialPhase: .connecting)
+        try await loop.executeInContext { reconnection.begin() }
+        await loop.advanceTime(by: .seconds(120))
+        #expect(attempts.all.count == 1 && reconnecting.all.isEmpty)
+        #expect(failures.all == [refused])
+        #expect(client.reconnections.withLockedValue { $0.isEmpty })
         await loop.shutdownGracefully()
     }
 

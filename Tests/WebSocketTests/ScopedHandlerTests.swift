@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -78,7 +79,7 @@ struct ScopedHandlerTests {
     func returnClosesNormally() async throws {
         let server = try await scopedServer { connection in
             for try await message in connection.messages {
-                try await connection.send(message)
+                try await connection.write(message)
                 return
             }
         }
@@ -86,7 +87,7 @@ struct ScopedHandlerTests {
         let (client, closed) = try await connectClient(server.url)
         let echoes = Events<WebSocketMessage>()
         client.onMessage { echoes.fulfill($0) }
-        try await client.sendUTF("once ✓")
+        client.sendUTF("once ✓")
         #expect(try await echoes.next(10, "the echo") == .utf8("once ✓"))
         #expect(try await closed.next(10, "the close") == Closed(code: 1000, description: "Normal connection closure"))
     }
@@ -129,36 +130,116 @@ struct ScopedHandlerTests {
         #expect(try await closed.next(10, "the client's close").code == 4000)
     }
 
-    @Test("shutDown cancels a handler suspended in `for try await`, the client sees 1001, shutDown returns")
-    func shutDownCancels() async throws {
+    @Test("shutDown: the client sees 1001, the handler's `for try await` loop ends without an error and the code after it runs; shutDown returns after the handler")
+    func shutDownEndsTheLoop() async throws {
         let started = Events<Void>()
         let outcome = Events<String>()
         let server = try await scopedServer { connection in
             started.fulfill(())
             do {
                 for try await _ in connection.messages {}
-                outcome.fulfill(Task.isCancelled ? "cancelled" : "ended")
-            } catch is CancellationError {
-                outcome.fulfill("cancelled")
-                throw CancellationError()
+                outcome.fulfill("ended with \(connection.closeReasonCode)")
+            } catch {
+                outcome.fulfill("threw \(error)")
+                throw error
             }
+            // Code after the loop that awaits: it runs, whatever the cancellation that follows.
+            await Task.yield()
+            outcome.fulfill("after the loop")
         }
         let (_, closed) = try await connectClient(server.url)
         try await started.next(10, "the handler to start")
         try await within(15, "shutDown") { await server.server.shutDown() }
-        #expect(try await outcome.next(10, "the handler's end") == "cancelled")
+        #expect(try await outcome.next(10, "the handler's loop") == "ended with 1001")
+        #expect(try await outcome.next(10, "the code after the loop") == "after the loop")
         #expect(try await closed.next(10, "the close").code == 1001)
         #expect(server.server.scopedHandlers.count == 0)
     }
 
-    @Test("as a Service: graceful shutdown cancels the handler and sends 1001; run() returns")
+    @Test("shutDown while the handler is busy with a message: the loop still ends with nil afterwards, not CancellationError")
+    func shutDownWhileBusy() async throws {
+        let gate = Gate()
+        let busy = Events<Void>()
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            do {
+                for try await _ in connection.messages {
+                    busy.fulfill(())
+                    await gate.wait()  // not woken by cancellation: the close completes meanwhile
+                }
+                outcome.fulfill("ended")
+            } catch {
+                outcome.fulfill("threw \(error)")
+            }
+        }
+        let (client, closed) = try await connectClient(server.url)
+        client.sendUTF("hold")
+        try await busy.next(10, "the handler to take the message")
+        let shutDown = Task { await server.server.shutDown() }
+        #expect(try await closed.next(10, "the close").code == 1001)
+        // The server's side has closed, and its task's cancellation (queued on the loop by the
+        // close) has run: the iterator has not taken the end yet.
+        try await eventually(10, "the server's side to close") { server.server.connectionCount == 0 }
+        try await barrierAllLoops()
+        gate.open()
+        #expect(try await outcome.next(10, "the loop's end") == "ended")
+        try await within(15, "shutDown") { await shutDown.value }
+    }
+
+    @Test("shutDown wakes a handler that waits for something else, once its connection has closed (the task is cancelled then)")
+    func shutDownCancelsOtherWaitsAfterTheClose() async throws {
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            do {
+                try await Task.sleep(for: .seconds(600))
+                outcome.fulfill("slept")
+            } catch {
+                outcome.fulfill("\(type(of: error)) after the close: \(!connection.connected)")
+            }
+        }
+        let (_, closed) = try await connectClient(server.url)
+        try await eventually(10, "the handler to start") { server.server.scopedHandlers.count == 1 }
+        try await within(15, "shutDown") { await server.server.shutDown() }
+        #expect(try await outcome.next(10, "the handler's end") == "CancellationError after the close: true")
+        #expect(try await closed.next(10, "the close").code == 1001)
+    }
+
+    @Test("shutDown wakes a handler iterating another connection's `messages` (one it opened) with CancellationError")
+    func shutDownWakesOtherConnectionsMessages() async throws {
+        let upstream = try await scopedServer { connection in
+            for try await _ in connection.messages {}
+        }
+        defer { Task { await upstream.stop() } }
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            let other = try await WebSocketClient().connect(url: upstream.url)
+            do {
+                for try await _ in other.messages {}
+                outcome.fulfill("ended")
+            } catch is CancellationError {
+                outcome.fulfill("cancelled")
+            }
+            try? other.close()
+        }
+        let (_, closed) = try await connectClient(server.url)
+        try await eventually(10, "the upstream connection") { upstream.server.connectionCount == 1 }
+        try await within(15, "shutDown") { await server.server.shutDown() }
+        #expect(try await outcome.next(10, "the handler's end") == "cancelled")
+        #expect(try await closed.next(10, "the close").code == 1001)
+    }
+
+    @Test("as a Service: graceful shutdown sends 1001 and ends the handler's loop without an error; run() returns")
     func serviceGracefulShutdown() async throws {
-        let outcome = Events<Bool>()
+        let outcome = Events<String>()
         let server = WebSocketServer(listeners: [.init(host: "127.0.0.1", port: 0)])
         server.onRequest { request in
             _ = try? request.accept { connection in
-                defer { outcome.fulfill(Task.isCancelled) }
-                for try await _ in connection.messages {}
+                do {
+                    for try await _ in connection.messages {}
+                    outcome.fulfill("ended")
+                } catch {
+                    outcome.fulfill("threw \(error)")
+                }
             }
         }
         let group = ServiceGroup(configuration: .init(services: [server], logger: Logger(label: "test.scoped")))
@@ -169,7 +250,7 @@ struct ScopedHandlerTests {
         }
         let (_, closed) = try await connectClient("ws://127.0.0.1:\(address.port!)/")
         await group.triggerGracefulShutdown()
-        #expect(try await outcome.next(15, "the handler's end") == true)
+        #expect(try await outcome.next(15, "the handler's end") == "ended")
         #expect(try await closed.next(15, "the close").code == 1001)
         try await within(15, "run() to return") { try await running.value }
     }
@@ -179,7 +260,7 @@ struct ScopedHandlerTests {
         let router = WebSocketRouter()
         try router.mount("/echo", protocol: "echo-protocol") { connection in
             for try await message in connection.messages {
-                try await connection.send(message)
+                try await connection.write(message)
                 return
             }
         }
@@ -187,7 +268,7 @@ struct ScopedHandlerTests {
         defer { Task { await server.stop() } }
         let (client, closed) = try await connectClient("ws://127.0.0.1:\(server.port)/echo", protocols: ["echo-protocol"])
         #expect(client.protocol == "echo-protocol")
-        try await client.sendUTF("routed")
+        client.sendUTF("routed")
         var received: [WebSocketMessage] = []
         for try await message in client.messages { received.append(message) }
         #expect(received == [.utf8("routed")])
@@ -208,17 +289,31 @@ struct ScopedHandlerTests {
         #expect(try await closed.next(10, "the close") == Closed(code: 1011, description: "room chat is full"))
     }
 
-    @Test("the task list: tasks started during a shutdown are cancelled at once, those after it are not")
-    func trackerCancelsLateTasks() async throws {
-        let tasks = WebSocketScopedHandlers()
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let cancelled = Events<Bool>()
-        tasks.cancelAll()
-        tasks.start(on: loop) { cancelled.fulfill(Task.isCancelled) }
-        try await within(10, "waitForAll") { await tasks.waitForAll() }
-        #expect(try await cancelled.next(10, "the late task") == true)
-        tasks.start(on: loop) { cancelled.fulfill(Task.isCancelled) }
-        #expect(try await cancelled.next(10, "the task after the shutdown") == false)
+    @Test("the task list: a handler started during a shutdown gets 1001 at once (its loop ends); one started after it runs as usual")
+    func trackerEndsLateTasks() async throws {
+        let outcome = Events<String>()
+        let server = try await scopedServer { connection in
+            for try await message in connection.messages { try await connection.write(message) }
+            outcome.fulfill("ended with \(connection.closeReasonCode)")
+        }
+        defer { Task { await server.stop() } }
+        // What shutDown does first; no handler runs yet.
+        server.server.scopedHandlers.cancelAll()
+        #expect(server.server.scopedHandlers.isShuttingDown)
+        let (_, lateClosed) = try await connectClient(server.url)
+        #expect(try await lateClosed.next(10, "the late connection's close").code == 1001)
+        #expect(try await outcome.next(10, "the late handler") == "ended with 1001")
+        try await within(10, "waitForAll") { await server.server.scopedHandlers.waitForAll() }
+        #expect(!server.server.scopedHandlers.isShuttingDown)
+
+        let (client, closed) = try await connectClient(server.url)
+        let echoes = Events<WebSocketMessage>()
+        client.onMessage { echoes.fulfill($0) }
+        client.sendUTF("after")
+        #expect(try await echoes.next(10, "the echo after the shutdown") == .utf8("after"))
+        try await client.close(code: .normal)
+        #expect(try await closed.next(10, "the close").code == 1000)
+        #expect(try await outcome.next(10, "the handler") == "ended with 1000")
     }
 
     @Test("the handler runs on its connection's event loop, isolated to it: the connection's async calls need no hop")
@@ -228,14 +323,14 @@ struct ScopedHandlerTests {
             // `#isolation` in a nonsending helper is the handler's: the event loop's actor.
             let isolation = await currentIsolation()
             onLoop.fulfill(connection.socket.eventLoop.inEventLoop && isolation is EventLoopIsolation)
-            for try await message in connection.messages { try await connection.send(message) }
+            for try await message in connection.messages { try await connection.write(message) }
         }
         defer { Task { await server.stop() } }
         let (client, _) = try await connectClient(server.url)
         #expect(try await onLoop.next(10, "the handler's start") == true)
         let echoes = Events<WebSocketMessage>()
         client.onMessage { echoes.fulfill($0) }
-        try await client.sendUTF("echo")
+        client.sendUTF("echo")
         #expect(try await echoes.next(10, "the echo") == .utf8("echo"))
     }
 
@@ -253,15 +348,15 @@ struct ScopedHandlerTests {
         #expect(try await closed.next(10, "the close").code == 1000)
     }
 
-    @Test("cancelling the handler's own task wakes its `messages` wait with CancellationError (the connection stays open until the handler ends)")
-    func scopedTaskCancellationWakesWait() async throws {
+    @Test("the shutdown's first step (the task list's cancelAll) closes a waiting handler's connection with 1001; its wait ends with nil, not CancellationError")
+    func scopeShutdownEndsWait() async throws {
         let outcome = Events<String>()
         let server = try await scopedServer { connection in
             do {
                 for try await _ in connection.messages {}
-                outcome.fulfill("ended")
-            } catch is CancellationError {
-                outcome.fulfill(connection.connected ? "cancelled while open" : "cancelled after close")
+                outcome.fulfill("ended, connected: \(connection.connected)")
+            } catch {
+                outcome.fulfill("threw \(error)")
             }
         }
         defer { Task { await server.stop() } }
@@ -269,10 +364,10 @@ struct ScopedHandlerTests {
         try await eventually(10, "the handler to wait") {
             server.server.scopedHandlers.count == 1 && server.server.connections.first?.messages.buffer.isWaiting == true
         }
-        // What shutDown does first, without its closing of the connections.
         server.server.scopedHandlers.cancelAll()
-        #expect(try await outcome.next(10, "the handler's end") == "cancelled while open")
+        #expect(try await outcome.next(10, "the handler's end") == "ended, connected: false")
         #expect(try await closed.next(10, "the close").code == 1001)
+        try await within(10, "waitForAll") { await server.server.scopedHandlers.waitForAll() }
     }
 
     @Test("an iterator that waited in the handler's own task, moved into a child task: cancelling the child wakes its wait")
@@ -300,7 +395,7 @@ struct ScopedHandlerTests {
         }
         defer { Task { await server.stop() } }
         let (client, closed) = try await connectClient(server.url)
-        try await client.sendUTF("first")
+        client.sendUTF("first")
         #expect(try await outcome.next(10, "the child's end") == "cancelled")
         #expect(try await closed.next(10, "the close").code == 1000)
     }
@@ -308,7 +403,7 @@ struct ScopedHandlerTests {
     @Test("a plain task iterating a client connection's `messages`: cancelling it while it waits throws CancellationError")
     func plainTaskCancellation() async throws {
         let server = try await scopedServer { connection in
-            for try await message in connection.messages { try await connection.send(message) }
+            for try await message in connection.messages { try await connection.write(message) }
         }
         defer { Task { await server.stop() } }
         let (client, _) = try await connectClient(server.url)
@@ -331,6 +426,32 @@ private func cancelWhileWaiting(_ connection: WebSocketConnection) async throws 
     try await eventually(10, "the task to wait") { connection.messages.buffer.isWaiting }
     waiting.cancel()
     return try await within(10, "the task's end") { try await waiting.value }
+}
+
+/// A wait that only ``open()`` ends (not cancellation): a handler busy with something while
+/// the test does something else.
+private final class Gate: Sendable {
+    private let state = NIOLockedValueBox<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let now = state.withLockedValue { state -> Bool in
+                if state.open { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiters = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
 }
 
 /// The caller's isolation.

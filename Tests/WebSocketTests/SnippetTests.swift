@@ -221,17 +221,19 @@ struct SnippetTests {
         let runnable = blocks.filter { block in Self.isRun(block) && !failures.contains { $0.hasPrefix(block.location + " ") } }
         if !runnable.isEmpty {
             #if os(Linux)
-            // The objects example-echo-server (WebSocket and what it uses) was linked from.
-            let list = buildDirectory.appendingPathComponent("example-echo-server.product/Objects.LinkFileList")
-            let objects = try #require(
-                try? String(contentsOf: list, encoding: .utf8), "no \(list.path): the run blocks cannot be linked").split(separator: "\n")
-                .filter { !$0.contains("/example_echo_server.build/") }.joined(separator: "\n")
-            let objectList = work.appendingPathComponent("objects.list")
             // Under scripts/sanitizers.sh the build's objects are instrumented: so is the snippet.
             let sanitize = ProcessInfo.processInfo.environment["WS_SANITIZER"].map { ["-sanitize=\($0)"] } ?? []
-            try objects.write(to: objectList, atomically: true, encoding: .utf8)
             for block in runnable {
                 guard case .run(let prints) = block.kind else { continue }
+                // The objects a product of the build that imports what the block imports was
+                // linked from (WebSocket and what it uses), less that product's own.
+                let product = Self.linkProduct(for: block)
+                let list = buildDirectory.appendingPathComponent("\(product).product/Objects.LinkFileList")
+                let objects = try #require(
+                    try? String(contentsOf: list, encoding: .utf8), "no \(list.path): \(block.location) cannot be linked").split(separator: "\n")
+                    .filter { !$0.contains("/\(product.replacingOccurrences(of: "-", with: "_")).build/") }.joined(separator: "\n")
+                let objectList = work.appendingPathComponent("objects-\(product).list")
+                try objects.write(to: objectList, atomically: true, encoding: .utf8)
                 let directory = work.appendingPathComponent("run-\(ran)")
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
                 let source = directory.appendingPathComponent("main.swift")
@@ -285,6 +287,140 @@ struct SnippetTests {
         #expect(fragments <= 12, "\(fragments) blocks are marked as fragments: make them whole programs")
         #expect(toCheck.count >= 40, "only \(toCheck.count) Swift blocks found to compile")
         #expect(blocks.contains { Self.isRun($0) }, "no block is marked <!-- snippet: run -->")
+    }
+
+    // MARK: Which forms are async
+
+    /// A call the documentation says is `async`: an inline code span `try await …` of README.md
+    /// or an article, as the Swift statement that checks it.
+    struct AsyncForm: Sendable {
+        let location: String
+        let span: String
+        let statement: String
+    }
+
+    /// Sample arguments for a form written as a selector (`write(_:)`, `close(code:reason:)`),
+    /// by method and label.
+    static let sampleArguments: [String: String] = [
+        "write _": "text", "roundTrip _": "buffer", "url": "\"ws://127.0.0.1:1/\"", "code": ".normal",
+        "reason": "\"bye\"", "protocols": "[]",
+    ]
+
+    /// Every inline `try await …` span of `text`, as a statement for a function that has
+    /// `connection`, `client`, `text`, `string`, `buffer`, `message` and `url` (a span without a
+    /// receiver is about a connection); nil statement for a span this cannot read.
+    static func asyncForms(in text: String, file: String) -> [(location: String, span: String, statement: String?)] {
+        var forms: [(String, String, String?)] = []
+        var inBlock = false
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if line.trimmingCharacters(in: .whitespaces).hasPrefix("```") { inBlock.toggle() }
+            guard !inBlock else { continue }
+            let spans = line.split(separator: "`", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
+            for span in spans where span.hasPrefix("try await ") && span.count > "try await ".count {
+                forms.append(("\(file):\(number + 1)", String(span), statement(for: String(span.dropFirst("try await ".count)))))
+            }
+        }
+        return forms
+    }
+
+    /// `connection.write(_:)` as `_ = try await connection.write(text)`; a call with arguments
+    /// as written (`…` dropped).
+    static func statement(for expression: String) -> String? {
+        guard let open = expression.firstIndex(of: "("), expression.hasSuffix(")") else { return nil }
+        var callee = String(expression[..<open])
+        if !callee.contains(".") { callee = "connection." + callee }
+        let method = callee.split(separator: ".").last.map(String.init) ?? callee
+        let inside = expression[expression.index(after: open)..<expression.index(before: expression.endIndex)]
+            .replacingOccurrences(of: "…", with: "")
+        let isSelector = inside.isEmpty || inside.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == ":" } && inside.hasSuffix(":")
+        guard isSelector else { return "_ = try await \(callee)(\(inside))" }
+        var arguments: [String] = []
+        for label in inside.split(separator: ":").map(String.init) {
+            guard let value = sampleArguments["\(method) \(label)"] ?? sampleArguments[label] else { return nil }
+            arguments.append(label == "_" ? value : "\(label): \(value)")
+        }
+        return "_ = try await \(callee)(\(arguments.joined(separator: ", ")))"
+    }
+
+    /// The Node-style forms, which the documentation says are not `async`: called without
+    /// `await` in an `async` function, each is an error if it ever becomes `async`.
+    static let nodeForms = [
+        "connection.sendUTF(text)", "connection.sendBytes(buffer)", "connection.sendBytes([1, 2, 3])", "connection.send(message)",
+        "connection.send(string)", "connection.send(buffer)", "try connection.ping(buffer)", "try connection.ping(string)",
+        "try connection.pong(buffer)", "try connection.close(reasonCode: 1000)", "try connection.close(reasonCode: .normal)",
+        "client.connect(url)",
+    ]
+
+    @Test("the async extractor reads selectors, calls and spans without a receiver")
+    func asyncFormExtractor() {
+        let forms = Self.asyncForms(
+            in: "a `try await connection.write(_:)`, `try await roundTrip()`, `try await client.connect(url:…)`,\n"
+                + "`try await close(code: .normal)` and `try await` ``X``\n```swift\n`try await x()`\n```", file: "T.md")
+        #expect(forms.map(\.statement) == [
+            "_ = try await connection.write(text)", "_ = try await connection.roundTrip()",
+            "_ = try await client.connect(url: \"ws://127.0.0.1:1/\")", "_ = try await connection.close(code: .normal)",
+        ])
+        #expect(forms.map(\.location) == ["T.md:1", "T.md:1", "T.md:1", "T.md:2"])
+    }
+
+    @Test(
+        "every form README.md and the articles call async (`try await …`) is async, and the Node forms are not: compiled with warnings as errors",
+        .enabled(if: swiftc != nil, "no swiftc in PATH"))
+    func documentedAsyncFormsAreAsync() async throws {
+        let buildDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().resolvingSymlinksInPath()
+        guard FileManager.default.fileExists(atPath: buildDirectory.appendingPathComponent("Modules/WebSocket.swiftmodule").path) else {
+            print("async forms: not compiled: no WebSocket.swiftmodule beside the test binary")
+            return
+        }
+        let swiftc = try #require(Self.swiftc)
+        let found = try Self.documents().flatMap { Self.asyncForms(in: $0.text, file: $0.file) }
+        for form in found where form.statement == nil {
+            Issue.record("\(form.location): cannot read `\(form.span)` as a call: write it as a call or a selector, or add its label to SnippetTests.sampleArguments")
+        }
+        let forms = found.compactMap { form in form.statement.map { AsyncForm(location: form.location, span: form.span, statement: $0) } }
+        // The four async forms the README names must keep being found.
+        for name in ["connection.write(", "connection.close(code:", "connection.roundTrip(", "client.connect(url:"] {
+            #expect(forms.contains { $0.statement.contains(name) }, "no documented `try await \(name)…` found")
+        }
+        var lines = [
+            "import WebSocket", "",
+            "func documentedForms(connection: WebSocketConnection, client: WebSocketClient, text: String, string: String,",
+            "                     buffer: ByteBuffer, message: WebSocketMessage, url: String) async throws {",
+        ]
+        var locations: [Int: String] = [:]
+        for form in forms {
+            lines.append("    " + form.statement)
+            locations[lines.count] = "\(form.location) (`\(form.span)`)"
+        }
+        for form in Self.nodeForms {
+            lines.append("    " + form)
+            locations[lines.count] = "the Node form `\(form)` (SnippetTests.nodeForms), documented as not async"
+        }
+        lines.append("}")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("ws-async-forms-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let file = work.appendingPathComponent("main.swift")
+        try lines.joined(separator: "\n").appending("\n").write(to: file, atomically: true, encoding: .utf8)
+        let arguments = ["-typecheck", "-swift-version", "6", "-warnings-as-errors", "-module-cache-path", work.appendingPathComponent("ModuleCache").path]
+            + (try Self.compilerFlags(buildDirectory: buildDirectory)) + [file.path]
+        let (status, output) = try await Self.run(swiftc, arguments, within: 180, "swiftc -typecheck (documented async forms)")
+        let explained = output.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            guard let range = line.range(of: "main.swift:"), let number = Int(line[range.upperBound...].prefix { $0.isNumber }),
+                let location = locations[number]
+            else { return String(line) }
+            return "\(location): \(line)"
+        }.joined(separator: "\n")
+        #expect(status == 0, "the documentation and the compiler disagree on which forms are async:\n\(explained)")
+        print("async forms: \(forms.count) documented `try await` spans and \(Self.nodeForms.count) Node forms checked")
+    }
+
+    /// The product whose objects a run block is linked with: `example-metrics` (WebSocket,
+    /// swift-metrics, swift-prometheus, ServiceLifecycle) for a block that imports Metrics or
+    /// Prometheus, else `example-echo-server` (WebSocket and its dependencies).
+    static func linkProduct(for block: Block) -> String {
+        let imports = block.code.split(separator: "\n").filter { $0.hasPrefix("import ") }.map { $0.dropFirst("import ".count) }
+        return imports.contains { $0.hasPrefix("Metrics") || $0.hasPrefix("Prometheus") } ? "example-metrics" : "example-echo-server"
     }
 
     static func isRun(_ block: Block) -> Bool {

@@ -6,11 +6,15 @@ import NIOCore
 extension WebSocketClient {
     // MARK: Events
 
-    /// Registers a handler for `reconnecting`: a connection ended (or a reconnection attempt
-    /// failed) and the client will connect again after ``ReconnectAttempt/delay``, to
-    /// ``ReconnectAttempt/url``; ``ReconnectAttempt/cause`` says why. Only with
-    /// ``Configuration/reconnect`` set. It runs on the connection's event loop, after the old
-    /// connection's `close` handlers; ``stopReconnecting()`` called in it cancels the attempt.
+    /// Registers a handler for `reconnecting`: a connection ended (or a reconnection attempt, or
+    /// the first connection's attempt, failed) and the client will connect again after
+    /// ``ReconnectAttempt/delay``, to ``ReconnectAttempt/url``; ``ReconnectAttempt/cause`` says
+    /// why. Only with ``Configuration/reconnect`` set (or from
+    /// ``connections(to:protocols:origin:headers:requestOptions:)``). It runs on the
+    /// connection's event loop, after the old connection's `close` handlers; for the
+    /// connections of ``connections(to:protocols:origin:headers:requestOptions:)``, also after
+    /// the loop body that had the old connection has ended (the iterator asked for the next
+    /// connection). ``stopReconnecting()`` called in it cancels the attempt.
     @discardableResult
     public func onReconnecting(_ handler: @escaping @Sendable (ReconnectAttempt) -> Void) -> WebSocketHandlerToken {
         reconnectingHandlers.add(handler)
@@ -38,6 +42,18 @@ extension WebSocketClient {
         for reconnection in reconnections.withLockedValue({ Array($0.values) }) {
             reconnection.stop()
         }
+    }
+
+    /// `connect(_:)` with a policy that retries the first connection: a reconnection that
+    /// makes the first connection too, reporting through the client's events.
+    func connectReconnecting(
+        policy: ReconnectPolicy, url: String, protocols: [String], origin: String?, headers: [String: String],
+        requestOptions: RequestOptions?
+    ) {
+        reconnection(
+            policy: policy, url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions,
+            eventLoop: eventLoopGroup.next(), initialPhase: .connecting
+        ).begin()
     }
 
     /// A reconnection following the connections to `url` made by URL.
@@ -69,12 +85,22 @@ extension WebSocketClient {
     /// }
     /// ```
     ///
-    /// The sequence ends (`nil`) when a connection closes without reconnecting (a normal
-    /// close, your own `close()`) or after ``stopReconnecting()``. It throws the first
-    /// connect's error, and ``WebSocketError/Code-swift.struct/reconnectFailed`` when
-    /// reconnecting gives up. Leaving the loop in any way (`break`, an error thrown, the task
-    /// cancelled) stops reconnecting and closes the current connection with 1001 (going away):
-    /// for one connection you keep, use `connect(url:)`. The client's events are emitted as well.
+    /// A first connection that fails is retried like a reconnection (unless
+    /// ``ReconnectPolicy/retriesFirstConnection`` is off), so a client may start before its
+    /// server. How the loop ends tells why:
+    /// - it ends (`nil`) when a connection closes without reconnecting (a normal close by the
+    ///   server, your own `close()`) or after ``stopReconnecting()``;
+    /// - it throws `CancellationError` when the task that iterates is cancelled (a stop, not a
+    ///   close: the current connection is closed with 1001, going away);
+    /// - it throws ``WebSocketError/Code-swift.struct/reconnectFailed`` when reconnecting gives
+    ///   up, and the first attempt's own error when that is not retried.
+    ///
+    /// ``onReconnecting(_:)`` fires once the loop body that had the old connection has ended
+    /// (the iterator asked for the next one), so what that body logs after its `messages`
+    /// loop comes first. Leaving the loop in any way (`break`, an error thrown, the task
+    /// cancelled) stops reconnecting and closes the current connection with 1001 (going
+    /// away): for one connection you keep, use `connect(url:)`. The client's events are
+    /// emitted as well.
     public func connections(
         to url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
         requestOptions: RequestOptions? = nil
@@ -108,7 +134,9 @@ extension WebSocketClient {
                 policy: policy, url: url, protocols: protocols, origin: origin, headers: headers,
                 requestOptions: requestOptions, eventLoop: client.eventLoopGroup.next(), initialPhase: .connecting,
                 // Weakly: an iterator dropped (the loop left) ends the reconnection.
-                sink: WebSocketReconnection.Sink(yield: { [weak inbox] in inbox?.yield($0) }, finish: { [weak inbox] in inbox?.finish($0) }))
+                sink: WebSocketReconnection.Sink(
+                    yield: { [weak inbox] in inbox?.yield($0) }, finish: { [weak inbox] in inbox?.finish($0) },
+                    whenConsumed: { [weak inbox] in inbox?.whenConsumed($0) }))
             inbox.reconnection.withLockedValue { $0 = reconnection }
             reconnection.begin()
             return AsyncIterator(inbox: inbox)
@@ -118,7 +146,8 @@ extension WebSocketClient {
         public struct AsyncIterator: AsyncIteratorProtocol {
             let inbox: Inbox
 
-            /// The next connection; `nil` once reconnecting has ended without an error.
+            /// The next connection; `nil` once reconnecting has ended without an error. Throws
+            /// `CancellationError` when the task is cancelled.
             public mutating func next() async throws -> WebSocketConnection? {
                 try await inbox.next()
             }
@@ -130,6 +159,9 @@ extension WebSocketClient {
                 var connections: [WebSocketConnection] = []
                 var waiter: CheckedContinuation<WebSocketConnection?, any Error>?
                 var end: Result<Void, any Error>?
+                /// What waits until the consumer comes back for a connection with none buffered
+                /// (see ``whenConsumed(_:)``).
+                var afterConsumed: [@Sendable () -> Void] = []
             }
             private let state = NIOLockedValueBox(State())
             let reconnection = NIOLockedValueBox<WebSocketReconnection?>(nil)
@@ -150,38 +182,72 @@ extension WebSocketClient {
                 let waiter = state.withLockedValue { state -> CheckedContinuation<WebSocketConnection?, any Error>? in
                     guard state.end == nil else { return nil }
                     state.end = error.map { .failure($0) } ?? .success(())
+                    state.afterConsumed = []
                     defer { state.waiter = nil }
                     return state.waiter
                 }
                 if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
             }
 
+            /// Runs `action` once the consumer has finished with every connection handed out:
+            /// now if it waits for the next one, else when it next asks with none buffered.
+            func whenConsumed(_ action: @escaping @Sendable () -> Void) {
+                let now = state.withLockedValue { state -> Bool in
+                    guard state.end == nil else { return false }
+                    if state.waiter != nil && state.connections.isEmpty { return true }
+                    state.afterConsumed.append(action)
+                    return false
+                }
+                if now { action() }
+            }
+
             func next() async throws -> WebSocketConnection? {
                 try await withTaskCancellationHandler {
                     try await withCheckedThrowingContinuation { continuation in
-                        let outcome = state.withLockedValue { state -> Result<WebSocketConnection?, any Error>? in
-                            if !state.connections.isEmpty { return .success(state.connections.removeFirst()) }
+                        let (outcome, consumed) = state.withLockedValue {
+                            state -> (Result<WebSocketConnection?, any Error>?, [@Sendable () -> Void]) in
+                            if !state.connections.isEmpty { return (.success(state.connections.removeFirst()), []) }
+                            let consumed = state.afterConsumed
+                            state.afterConsumed = []
                             switch state.end {
                             case .success?:
-                                return .success(nil)
+                                return (.success(nil), [])
                             case .failure(let error)?:
                                 state.end = .success(())  // thrown once; then the sequence is over
-                                return .failure(error)
+                                return (.failure(error), [])
                             case nil:
                                 state.waiter = continuation
-                                return nil
+                                return (nil, consumed)
                             }
                         }
                         if let outcome { continuation.resume(with: outcome) }
+                        for action in consumed { action() }
                     }
                 } onCancel: {
-                    cancel()
+                    cancel(byTask: true)
                 }
             }
 
-            /// The iterating task was cancelled, or the iterator is gone (the loop was left):
-            /// stop reconnecting, close the current connection.
-            private func cancel() {
+            /// The iterating task was cancelled (`byTask`: the loop throws `CancellationError`),
+            /// or the iterator is gone (the loop was left): stop reconnecting, close the current
+            /// connection.
+            private func cancel(byTask: Bool = false) {
+                if byTask {
+                    // Before the reconnection's own end (a plain `nil`): a stop, not a close.
+                    let (waiter, unread) = state.withLockedValue {
+                        state -> (CheckedContinuation<WebSocketConnection?, any Error>?, [WebSocketConnection]) in
+                        guard state.end == nil else { return (nil, []) }
+                        state.end = .failure(CancellationError())
+                        state.afterConsumed = []
+                        defer {
+                            state.waiter = nil
+                            state.connections = []
+                        }
+                        return (state.waiter, state.connections)
+                    }
+                    waiter?.resume(throwing: CancellationError())
+                    for connection in unread { try? connection.close(reasonCode: WebSocketCloseReason.goingAway) }
+                }
                 guard let reconnection = reconnection.withLockedValue({ $0 }) else { return }
                 let current = reconnection.connection
                 reconnection.stop()  // ends the sequence

@@ -152,16 +152,27 @@ public final class WebSocketClient: Sendable {
     /// The URL comes without a label, as in WebSocket-Node (`client.connect(url, protocols)`):
     /// that is what tells this form from ``connect(url:protocols:origin:headers:requestOptions:)``,
     /// the `async` one, wherever it is called (top-level code, `async` functions or callbacks).
+    ///
+    /// With ``Configuration/reconnect`` set, a first attempt that fails is retried as a
+    /// reconnection is (`reconnecting` events, backoff, the next URL) unless
+    /// ``ReconnectPolicy/retriesFirstConnection`` is off; `connectFailed` then comes only when
+    /// the policy gives up.
     public func connect(
         _ url: String, protocols: [String] = [], origin: String? = nil, headers: [String: String] = [:],
         requestOptions: RequestOptions? = nil
     ) {
+        if let policy = configuration.reconnect, policy.retriesFirstConnection {
+            connectReconnecting(policy: policy, url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
+            return
+        }
         _ = start(url: url, protocols: protocols, origin: origin, headers: headers, requestOptions: requestOptions)
     }
 
     /// Connects to `url` and returns the open connection, or throws a ``WebSocketError`` that
     /// says what went wrong (see ``onConnectFailed(_:)`` for the codes). Cancelling the task
-    /// aborts the attempt. The parameters are those of
+    /// aborts the attempt. It is one attempt, also with ``Configuration/reconnect`` set (which
+    /// then follows the connection once it is open): to wait for a server that is not up yet,
+    /// iterate ``connections(to:protocols:origin:headers:requestOptions:)``. The parameters are those of
     /// ``connect(_:protocols:origin:headers:requestOptions:)``, the Node-style form, which
     /// returns at once; the events are emitted by this one too.
     ///

@@ -93,9 +93,10 @@ extension WebSocketClient {
         /// (default) never does; a ``WebSocketClient/ReconnectPolicy`` gives the other URLs to
         /// try, the backoff (exponential, with jitter and a cap), the attempts allowed and the
         /// close codes and errors that reconnect. It applies to connections made by URL (not
-        /// to `connect(url:over:)` on a given HTTP/2 connection); the first `connect` is one
-        /// attempt, as without it. ``W3CWebSocket`` ignores it (a closed browser WebSocket
-        /// stays closed).
+        /// to `connect(url:over:)` on a given HTTP/2 connection). A failed first connection is
+        /// retried too (``WebSocketClient/ReconnectPolicy/retriesFirstConnection``, on by
+        /// default) by `connect(_:)` and `connections(to:)`; `try await connect(url:)` makes one
+        /// attempt. ``W3CWebSocket`` ignores it (a closed browser WebSocket stays closed).
         public var reconnect: ReconnectPolicy? = nil
 
         /// The client pings (when `keepalive` is on); TCP keepalive is a server option.

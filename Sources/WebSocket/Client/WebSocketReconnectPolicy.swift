@@ -25,6 +25,12 @@ extension WebSocketClient {
     /// with code ``WebSocketError/Code-swift.struct/reconnectFailed`` and the last error in its
     /// message, and the client stops trying.
     ///
+    /// The first connection is retried the same way (``retriesFirstConnection``, on by default)
+    /// when it is made by `connect(_:)` (the Node-style form) or
+    /// ``WebSocketClient/connections(to:protocols:origin:headers:requestOptions:)``: a client
+    /// started before its server waits for it. `try await connect(url:)`, which returns one
+    /// connection, always makes one attempt and throws its error.
+    ///
     /// ```swift
     /// var configuration = WebSocketClient.Configuration()
     /// configuration.reconnect = WebSocketClient.ReconnectPolicy(
@@ -35,7 +41,8 @@ extension WebSocketClient {
         /// is listed too): the other nodes of a cluster. After a connection to one URL ends,
         /// the first attempt goes to the next one. Default none: always the same URL.
         public var urls: [String]
-        /// The delay before the first attempt after a connection ended (before jitter).
+        /// The delay before the first attempt after a connection ended, or after the first
+        /// connection failed (before jitter).
         /// Default 1 s: long enough that a node's clients do not all land on the next node in
         /// the same instant, short enough that a failover feels quick.
         public var initialDelay: Duration
@@ -52,6 +59,23 @@ extension WebSocketClient {
         /// ``WebSocketError/Code-swift.struct/reconnectFailed``); `nil` (default) tries forever.
         /// The count starts again each time a connection opens.
         public var maxAttempts: Int?
+        /// Whether a first connection that fails is retried like a reconnection (default
+        /// `true`): with `connect(_:)` (the Node-style form) and
+        /// ``WebSocketClient/connections(to:protocols:origin:headers:requestOptions:)``, an attempt
+        /// that fails with a cause that reconnects (the server refused the connection, is not
+        /// up yet, answered 503) is followed by `reconnecting` and the backoff, to the next URL,
+        /// as after a lost connection; `connectFailed` (or the sequence's error) comes only when
+        /// ``maxAttempts`` retries have failed (``WebSocketError/Code-swift.struct/reconnectFailed``).
+        /// An error that does not reconnect (a bad URL, a 403, a TLS failure) still fails the
+        /// first attempt as is.
+        ///
+        /// On by default because a policy says "keep me connected", and a client that starts
+        /// before its server (containers, services started in any order, a node restarting) is
+        /// the common case: Python `websockets`' reconnecting `async for websocket in
+        /// connect(uri)` retries its first attempt too. Set it to `false` to fail fast on a
+        /// wrong address. `try await connect(url:)`, which hands back one connection, always
+        /// makes one attempt (as Python's `await connect(uri)` does).
+        public var retriesFirstConnection: Bool
         /// Decides whether a cause leads to another attempt: a connection that closed
         /// (``ReconnectCause/closed(code:description:)``) or an attempt that failed
         /// (``ReconnectCause/failed(_:)``). Default ``reconnectsByDefault(_:)``. Whatever it
@@ -66,6 +90,7 @@ extension WebSocketClient {
             multiplier: Double = 2,
             jitter: Double = 0.5,
             maxAttempts: Int? = nil,
+            retriesFirstConnection: Bool = true,
             shouldReconnect: @escaping @Sendable (ReconnectCause) -> Bool = ReconnectPolicy.reconnectsByDefault
         ) {
             self.urls = urls
@@ -74,6 +99,7 @@ extension WebSocketClient {
             self.multiplier = multiplier
             self.jitter = jitter
             self.maxAttempts = maxAttempts
+            self.retriesFirstConnection = retriesFirstConnection
             self.shouldReconnect = shouldReconnect
         }
 
@@ -183,13 +209,15 @@ extension WebSocketClient {
     /// A reconnection attempt the client has scheduled: the argument of
     /// ``WebSocketClient/onReconnecting(_:)``.
     public struct ReconnectAttempt: Sendable, Equatable {
-        /// The attempt's number since the last open connection: 1, 2, …
+        /// The attempt's number since the last open connection (or, before the first
+        /// connection, since the first attempt): 1, 2, …
         public var number: Int
         /// How long the client waits before it connects (jitter included).
         public var delay: Duration
         /// The URL it connects to.
         public var url: String
-        /// What ended the connection, or made the previous attempt fail.
+        /// What ended the connection, or made the previous attempt (the first connection's
+        /// included) fail.
         public var cause: ReconnectCause
 
         /// Creates the value.

@@ -6,7 +6,10 @@ struct WebSocketReconnectStateMachine {
     typealias Policy = WebSocketClient.ReconnectPolicy
 
     enum Phase: Equatable {
-        /// The first connection is being made (``WebSocketClient/connections(to:protocols:origin:headers:requestOptions:)``).
+        /// The first attempt of the first connection is under way (`connect(_:)` with
+        /// ``WebSocketClient/ReconnectPolicy/retriesFirstConnection``, or
+        /// ``WebSocketClient/connections(to:protocols:origin:headers:requestOptions:)``); its
+        /// retries, if any, are `waiting` and `attempting` as a reconnection's are.
         case connecting
         /// A connection is open.
         case connected
@@ -35,11 +38,16 @@ struct WebSocketReconnectStateMachine {
     private(set) var urlIndex = 0
     /// Failed attempts since the last open connection (or the number of the one under way).
     private(set) var attempt = 0
+    /// Whether a connection has been open: before, the attempts are the first connection's
+    /// (its success is no reconnection, and a failure that gives up is no failed reconnection).
+    private(set) var hasConnected = false
 
     init(policy: Policy, url: String, phase: Phase = .connected) {
         self.policy = policy
         self.urls = [url] + policy.urls.filter { $0 != url }
         self.phase = phase
+        // A machine made for an open connection follows one that has connected.
+        self.hasConnected = phase == .connected
     }
 
     /// A connection opened: the attempt count starts again.
@@ -47,6 +55,7 @@ struct WebSocketReconnectStateMachine {
         guard phase != .stopped else { return }
         phase = .connected
         attempt = 0
+        hasConnected = true
     }
 
     /// The open connection closed with `code`; `byApplication` when the application closed it.
@@ -62,27 +71,32 @@ struct WebSocketReconnectStateMachine {
 
     /// The first connection or a reconnection attempt failed with `error`.
     mutating func attemptFailed(_ error: WebSocketError, random: Double) -> Action {
+        let cause = WebSocketClient.ReconnectCause.failed(error)
         switch phase {
         case .connecting:
-            // The first connect is one attempt, as without a policy: its error is reported as is.
-            phase = .stopped
-            return .giveUp(error)
+            // The first attempt: its error as is, unless it is retried (an error that would not
+            // reconnect is not: nothing was retried, so the plain error says the most).
+            guard policy.retriesFirstConnection, error.code != .aborted, policy.shouldReconnect(cause) else {
+                phase = .stopped
+                return .giveUp(error)
+            }
+            return next(after: cause, random: random)
         case .attempting:
             break
         case .connected, .waiting, .stopped:
             return .stop
         }
-        let cause = WebSocketClient.ReconnectCause.failed(error)
         if error.code == .aborted {
             phase = .stopped
             return .giveUp(error)
         }
         guard policy.shouldReconnect(cause) else {
             phase = .stopped
+            let stopped = hasConnected ? "Stopped reconnecting" : "Stopped retrying the first connection"
             return .giveUp(
                 WebSocketError(
                     .reconnectFailed,
-                    "Stopped reconnecting: the attempt to \(urls[urlIndex]) failed with an error that does not reconnect "
+                    "\(stopped): the attempt to \(urls[urlIndex]) failed with an error that does not reconnect "
                         + "(see ReconnectPolicy.shouldReconnect): \(error.message)",
                     response: error.response))
         }
@@ -107,10 +121,11 @@ struct WebSocketReconnectStateMachine {
     private mutating func next(after cause: WebSocketClient.ReconnectCause, random: Double) -> Action {
         if let maxAttempts = policy.maxAttempts, attempt >= maxAttempts {
             phase = .stopped
+            let gaveUp = hasConnected
+                ? "Gave up reconnecting after \(attempt) failed attempt\(attempt == 1 ? "" : "s")"
+                : "Gave up connecting after the first attempt and \(attempt) failed retr\(attempt == 1 ? "y" : "ies")"
             var error = WebSocketError(
-                .reconnectFailed,
-                "Gave up reconnecting after \(attempt) failed attempt\(attempt == 1 ? "" : "s") (maxAttempts is \(maxAttempts)) "
-                    + "to \(urls.joined(separator: ", ")); \(cause)")
+                .reconnectFailed, gaveUp + " (maxAttempts is \(maxAttempts)) to \(urls.joined(separator: ", ")); \(cause)")
             if case .failed(let last) = cause { error.response = last.response }
             return .giveUp(error)
         }

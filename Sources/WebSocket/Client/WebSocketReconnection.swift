@@ -16,6 +16,11 @@ final class WebSocketReconnection: Sendable {
     struct Sink: Sendable {
         var yield: @Sendable (WebSocketConnection) -> Void
         var finish: @Sendable ((any Error)?) -> Void
+        /// Runs its argument once the consumer is done with the connections handed out so far
+        /// (it asks for the next one): a reconnection is announced after the loop that read
+        /// the old connection has ended, so the application's lines come in the order things
+        /// happened. Dropped when the sequence is gone.
+        var whenConsumed: @Sendable (@escaping @Sendable () -> Void) -> Void
     }
 
     private struct State {
@@ -54,11 +59,12 @@ final class WebSocketReconnection: Sendable {
     /// The phase, for tests.
     var phase: WebSocketReconnectStateMachine.Phase { state.withLockedValue { $0.machine.phase } }
 
-    /// Makes the first connection (in phase `.connecting`): its failure is reported as a
-    /// plain connect's is, and ends the reconnection.
+    /// Makes the first connection (in phase `.connecting`): a failure that is not retried
+    /// (see ``WebSocketClient/ReconnectPolicy/retriesFirstConnection``) is reported as a plain
+    /// connect's is, and ends the reconnection.
     func begin() {
         let url = state.withLockedValue { $0.machine.urls[0] }
-        attempt(url: url, first: true)
+        attempt(url: url)
     }
 
     /// Follows `connection`, just opened (its `connect` handlers have run).
@@ -119,15 +125,13 @@ final class WebSocketReconnection: Sendable {
     private func perform(_ action: WebSocketReconnectStateMachine.Action) {
         switch action {
         case .retry(let next):
-            client.logger.debug(
-                "WebSocket reconnecting",
-                metadata: ["attempt": "\(next.number)", "delay": "\(next.delay)", "url": "\(next.url)", "cause": "\(next.cause)"])
-            // The event first, so that it comes before the attempt whatever thread this is;
-            // the timer only if nobody stopped the reconnection meanwhile (in a handler too).
-            client.reconnectingHandlers.emit(next)
-            state.withLockedValue { state in
-                guard state.machine.phase == .waiting else { return }
-                state.timer = eventLoop.scheduleTask(in: TimeAmount(scheduling: next.delay)) { [self] in timerFired() }
+            guard let sink else {
+                announce(next)
+                return
+            }
+            // For the sequence: once the loop over the old connection has ended, on the loop.
+            sink.whenConsumed { [self] in
+                if eventLoop.inEventLoop { announce(next) } else { eventLoop.execute { [self] in announce(next) } }
             }
         case .stop:
             end(reporting: nil)
@@ -137,15 +141,31 @@ final class WebSocketReconnection: Sendable {
         }
     }
 
+    /// Tells the application about the attempt to come (the log line and `reconnecting`), then
+    /// starts its delay; nothing if the reconnection was stopped meanwhile.
+    private func announce(_ next: WebSocketClient.ReconnectAttempt) {
+        guard state.withLockedValue({ $0.machine.phase == .waiting }) else { return }
+        client.logger.debug(
+            "WebSocket reconnecting",
+            metadata: ["attempt": "\(next.number)", "delay": "\(next.delay)", "url": "\(next.url)", "cause": "\(next.cause)"])
+        // The event first, so that it comes before the attempt whatever thread this is;
+        // the timer only if nobody stopped the reconnection meanwhile (in a handler too).
+        client.reconnectingHandlers.emit(next)
+        state.withLockedValue { state in
+            guard state.machine.phase == .waiting else { return }
+            state.timer = eventLoop.scheduleTask(in: TimeAmount(scheduling: next.delay)) { [self] in timerFired() }
+        }
+    }
+
     private func timerFired() {
         guard let url = state.withLockedValue({ state -> String? in
             state.timer = nil
             return state.machine.timerFired()
         }) else { return }
-        attempt(url: url, first: false)
+        attempt(url: url)
     }
 
-    private func attempt(url: String, first: Bool) {
+    private func attempt(url: String) {
         let promise = connector(url, eventLoop)
         let stopped = state.withLockedValue { state -> Bool in
             state.attempt = promise
@@ -156,19 +176,21 @@ final class WebSocketReconnection: Sendable {
             state.withLockedValue { $0.attempt = nil }
             switch result {
             case .success(let connection):
-                let wanted = state.withLockedValue { $0.machine.phase != .stopped }
+                let (wanted, reconnected) = state.withLockedValue { ($0.machine.phase != .stopped, $0.machine.hasConnected) }
                 if wanted { client.connectHandlers.emit(connection) }
                 follow(connection)
-                if wanted && !first { client.reconnectedHandlers.emit(connection) }
+                // The first connection is announced by `connect` alone, however many attempts it took.
+                if wanted && reconnected { client.reconnectedHandlers.emit(connection) }
             case .failure(let failure):
                 let error = WebSocketClient.webSocketError(failure, url: url)
-                if first, state.withLockedValue({ $0.machine.phase }) == .connecting {
-                    client.emitConnectFailure(failure, url: url)
-                }
                 let random = random()
-                let action = state.withLockedValue { $0.machine.attemptFailed(error, random: random) }
+                let (first, action) = state.withLockedValue { state in
+                    (state.machine.phase == .connecting, state.machine.attemptFailed(error, random: random))
+                }
                 if first, case .giveUp = action {
-                    end(reporting: nil, finishing: error)  // reported above, as a plain connect's failure
+                    // Not retried: reported as a plain connect's failure (or its httpResponse).
+                    client.emitConnectFailure(failure, url: url)
+                    end(reporting: nil, finishing: error)
                 } else {
                     perform(action)
                 }

@@ -79,8 +79,8 @@ public final class WebSocketRouter: Sendable {
     /// Mounts a route that accepts every request to `path` asking for `protocol` (with that
     /// protocol, echoing the request's origin) and runs `connectionHandler` with the connection.
     /// The connection closes with 1000 when the handler returns and with 1011 when it throws;
-    /// the handler is cancelled when the server shuts down (see
-    /// ``WebSocketRequest/accept(protocol:origin:cookies:handler:)``). To look at the request
+    /// when the server shuts down it closes with 1001 and the handler's `messages` loop ends
+    /// (see ``WebSocketRequest/accept(protocol:origin:cookies:handler:)``). To look at the request
     /// first, mount a ``Handler`` and call ``WebSocketRouterRequest/accept(origin:cookies:handler:)``.
     ///
     /// ```swift

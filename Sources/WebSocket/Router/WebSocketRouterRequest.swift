@@ -39,7 +39,8 @@ public struct WebSocketRouterRequest: Sendable {
 
     /// Accepts with the route's protocol and runs `handler` with the connection in a task the
     /// server tracks: the connection closes with 1000 when `handler` returns, with 1011 when it
-    /// throws, and `handler` is cancelled when the server shuts down. See
+    /// throws, and with 1001 when the server shuts down (the `messages` loop then ends, and
+    /// the handler's task is cancelled once the connection has closed). See
     /// ``WebSocketRequest/accept(protocol:origin:cookies:handler:)``.
     @discardableResult
     public func accept(

@@ -6,9 +6,28 @@ import NIOConcurrencyHelpers
 /// cancellation handler per wait. Only the task itself relies on it (``WebSocketScopeWatch``): a
 /// child or unstructured task that inherits the task-local value has cancellations of its own
 /// and waits with a handler.
+///
+/// Only the server's shutdown cancels the task, and only once the scope's own connection has
+/// closed (see `WebSocketScopedHandlers`): that connection's `messages` end with the close, so
+/// the cancellation leaves them alone (the loop returns `nil`, and the code after it runs,
+/// whether or not the iterator had taken the end yet). Other sequences the task waits on (the
+/// messages of a connection it opened itself, say) are woken with `CancellationError`.
 final class WebSocketScopeCancellation: Sendable {
     /// The scope of the running scoped handler, if any.
     @TaskLocal static var current: WebSocketScopeCancellation?
+
+    /// The connection the scope's handler was given.
+    private let connection: WebSocketConnection
+
+    init(connection: WebSocketConnection) {
+        self.connection = connection
+    }
+
+    /// Whether `buffer` is the scope's own connection's `messages` (made already, since it is
+    /// being waited on).
+    private func isOwn(_ buffer: WebSocketMessageBuffer) -> Bool {
+        connection.state.withLockedValue { $0.messageSequence?.buffer } === buffer
+    }
 
     private struct Owner: @unchecked Sendable {
         /// Compared, never used: set by the task itself while it runs, cleared before it ends,
@@ -32,15 +51,18 @@ final class WebSocketScopeCancellation: Sendable {
         state.withLockedValue { $0.owner.task == task }
     }
 
-    /// Registers `buffer` for the cancellation; true when it came already.
+    /// Registers `buffer` for the cancellation; true when it came already (never for the
+    /// scope's own connection's, which ends with its close).
     func watch(_ buffer: WebSocketMessageBuffer) -> Bool {
-        state.withLockedValue { state in
+        if isOwn(buffer) { return false }
+        return state.withLockedValue { state in
             if !state.buffers.contains(where: { $0 === buffer }) { state.buffers.append(buffer) }
             return state.cancelled
         }
     }
 
-    /// The scope's task was cancelled: wake what it waits on.
+    /// The scope's task was cancelled: wake what it waits on (but its own connection's
+    /// messages, which are never registered: see ``watch(_:)``).
     func cancel() {
         let buffers = state.withLockedValue { state -> [WebSocketMessageBuffer] in
             state.cancelled = true

@@ -7,22 +7,29 @@ import NIOCore
 /// ``WebSocketRouterRequest/accept(origin:cookies:handler:)`` and
 /// ``WebSocketRouter/mount(_:protocol:connectionHandler:)`` run their handler here, in a task the
 /// server tracks. When the handler returns, the connection closes with 1000; when it throws,
-/// with 1011 and the error's text; when ``WebSocketServer/shutDown()`` cancelled it, with 1001.
-/// A connection that is already closing (the peer closed it, or the handler did) is left alone.
+/// with 1011 and the error's text. A connection that is already closing (the peer closed it,
+/// the handler did, or the server's shutdown did) is left alone.
+///
+/// On ``WebSocketServer/shutDown()`` the connection is closed with 1001 and the handler's
+/// `messages` loop ends (returns `nil`) once the close handshake is done, as when the client
+/// closes: the code after the loop runs. Only then is the handler's task cancelled, so that a
+/// handler still waiting for something else (a feed, a sleep) is woken; the shutdown waits for
+/// every handler to return.
 extension WebSocketServer {
-    /// Runs `handler` for `connection` in a task that ``shutDown()`` cancels and waits for.
+    /// Runs `handler` for `connection` in a task that ``shutDown()`` ends and waits for.
     func runScoped(_ connection: WebSocketConnection, handler: nonisolated(nonsending) @escaping @Sendable (WebSocketConnection) async throws -> Void) {
-        let executor = scopedHandlers.start(on: connection.eventLoop) {
+        let scopedHandlers = self.scopedHandlers
+        let executor = scopedHandlers.start(for: connection) {
             var failure: (any Error)?
             do {
                 try await handler(connection)
             } catch {
                 failure = error
             }
-            // Only shutDown cancels this task (nobody else holds it): then the server is going away,
-            // whatever the handler made of the cancellation.
             guard connection.connected else { return }
-            if Task.isCancelled {
+            // Returned (or threw) while the server shuts down, before the shutdown's 1001 went
+            // out: the server is going away, whatever the handler made of it.
+            if scopedHandlers.isShuttingDown || Task.isCancelled {
                 try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
             } else if let failure {
                 connection.logger.debug("WebSocket connection handler threw", metadata: ["error": "\(failure)"])
@@ -40,34 +47,36 @@ extension WebSocketServer {
 /// The tasks of a server's scoped handlers (see `WebSocketServer.runScoped(_:handler:)`): each
 /// removes itself when it ends; `cancelAll()` and `waitForAll()` are shutDown's.
 final class WebSocketScopedHandlers: Sendable {
+    private struct Entry {
+        var task: Task<Void, Never>
+        var connection: WebSocketConnection
+    }
     private struct State {
-        var tasks: [UInt64: Task<Void, Never>] = [:]
+        var tasks: [UInt64: Entry] = [:]
         var nextID: UInt64 = 0
-        /// Set while the server shuts down: tasks started meanwhile are cancelled at once.
-        var cancelling = false
+        /// Set while the server shuts down: handlers started meanwhile are ended at once.
+        var shuttingDown = false
         /// One executor per event loop, shared by the handlers of its connections: their jobs
         /// of one turn run from one queue, and their writes flush once at its end.
         var executors: [ObjectIdentifier: any Sendable & AnyObject] = [:]
     }
     private let state = NIOLockedValueBox(State())
 
-    /// Starts `body` in a tracked task (cancelled at once during a shutdown) isolated to
-    /// `eventLoop` (the connection's): `body` and the nonsending async calls it makes (the
-    /// connection's `messages` and writes) run on the connection's thread, with no hop between
-    /// threads when they suspend and resume.
+    /// Starts `body` in a tracked task isolated to `connection`'s event loop: `body` and the
+    /// nonsending async calls it makes (the connection's `messages` and writes) run on the
+    /// connection's thread, with no hop between threads when they suspend and resume. During a
+    /// shutdown the connection is closed at once, as `cancelAll()` does.
     @discardableResult
-    func start(on eventLoop: any EventLoop, _ body: nonisolated(nonsending) @escaping @Sendable () async -> Void) -> (any WebSocketTurnEnd)? {
-        state.withLockedValue { state -> (any WebSocketTurnEnd)? in
+    func start(
+        for connection: WebSocketConnection, _ body: nonisolated(nonsending) @escaping @Sendable () async -> Void
+    ) -> (any WebSocketTurnEnd)? {
+        let (turnEnd, endNow) = state.withLockedValue { state -> ((any WebSocketTurnEnd)?, Entry?) in
             let id = state.nextID
             state.nextID += 1
-            let cancelledAtStart = state.cancelling
-            let isolation = EventLoopIsolation(eventLoop, executors: &state.executors)
-            let scope = WebSocketScopeCancellation()
+            let isolation = EventLoopIsolation(connection.eventLoop, executors: &state.executors)
+            let scope = WebSocketScopeCancellation(connection: connection)
             let operation: @Sendable () async -> Void = {
                 withUnsafeCurrentTask { scope.adopt($0) }
-                // Cancelled before the body runs (cancelling the handle after creating it would
-                // race with a task that starts at once on its event loop).
-                if cancelledAtStart { withUnsafeCurrentTask { $0?.cancel() } }
                 await withTaskCancellationHandler {
                     await WebSocketScopeCancellation.$current.withValue(scope) {
                         await isolation.run(body)
@@ -88,27 +97,47 @@ final class WebSocketScopedHandlers: Sendable {
             } else {
                 task = Task(operation: operation)
             }
-            state.tasks[id] = task
-            return isolation.loopExecutor as? any WebSocketTurnEnd
+            let entry = Entry(task: task, connection: connection)
+            state.tasks[id] = entry
+            return (isolation.loopExecutor as? any WebSocketTurnEnd, state.shuttingDown ? entry : nil)
         }
+        if let endNow { Self.end(endNow) }
+        return turnEnd
     }
 
-    /// Cancels every running task, and those started until `waitForAll()` returns.
+    /// Starts a shutdown: every handler's connection is closed with 1001, and so is that of every
+    /// handler started until `waitForAll()` returns. A handler's `messages` loop then ends with
+    /// the close, as when the client closes (it returns `nil`: the code after it runs), and its
+    /// task is cancelled once the connection has closed, to wake anything else it waits for.
     func cancelAll() {
-        let tasks = state.withLockedValue { state in
-            state.cancelling = true
+        let entries = state.withLockedValue { state in
+            state.shuttingDown = true
             return Array(state.tasks.values)
         }
-        for task in tasks { task.cancel() }
+        for entry in entries { Self.end(entry) }
     }
 
-    /// Waits until every task has ended (those that started since `cancelAll()` were cancelled
-    /// as they started), then lets new tasks run uncancelled again.
+    /// Whether a shutdown is under way (from `cancelAll()` until `waitForAll()` returns).
+    var isShuttingDown: Bool { state.withLockedValue { $0.shuttingDown } }
+
+    /// Closes the handler's connection with 1001, and cancels its task once the connection has
+    /// closed, after the close's own work (the `messages` sequence ends right after the close
+    /// handlers), so that an iteration waiting for the end gets it, not a `CancellationError`.
+    private static func end(_ entry: Entry) {
+        let (task, connection) = (entry.task, entry.connection)
+        try? connection.close(reasonCode: WebSocketCloseReason.goingAway)
+        connection.onClose { _, _ in
+            connection.eventLoop.execute { task.cancel() }
+        }
+    }
+
+    /// Waits until every task has ended (those that started since `cancelAll()` were ended as
+    /// they started), then lets new tasks run as usual again.
     func waitForAll() async {
         while true {
             let tasks = state.withLockedValue { state -> [Task<Void, Never>] in
-                if state.tasks.isEmpty { state.cancelling = false }
-                return Array(state.tasks.values)
+                if state.tasks.isEmpty { state.shuttingDown = false }
+                return state.tasks.values.map(\.task)
             }
             guard !tasks.isEmpty else { return }
             for task in tasks { await task.value }

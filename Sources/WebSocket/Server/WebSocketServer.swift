@@ -202,9 +202,11 @@ public final class WebSocketServer: Sendable {
     /// Stops listening, closes every connection with 1001 (going away), and waits until they
     /// are closed (each takes at most `closeTimeout`). HTTP/2 connections get a GOAWAY and close
     /// once their streams have. Scoped connection handlers
-    /// (``WebSocketRequest/accept(protocol:origin:cookies:handler:)``) are cancelled first, and
-    /// waited for too: a handler that ignores cancellation holds up the shutdown. The
-    /// ``Configuration/broker`` stops last.
+    /// (``WebSocketRequest/accept(protocol:origin:cookies:handler:)``) are waited for too: the
+    /// 1001 ends their `messages` loops (they return `nil`, as when a client closes, so the code
+    /// after the loop runs), and each handler's task is cancelled once its connection has
+    /// closed, to wake whatever else it waits for; a handler that ignores cancellation holds up
+    /// the shutdown. The ``Configuration/broker`` stops last.
     public func shutDown() async {
         await unmount()
         let http2Connections = state.withLockedValue { state -> [Channel] in

@@ -200,6 +200,10 @@ final class WebSocketTopicRegistry: @unchecked Sendable {
         guard bytes <= maxTopicBytes else {
             throw WebSocketError(.invalidArgument, "A topic name has at most \(maxTopicBytes) bytes of UTF-8; this one has \(bytes)")
         }
+        // Checked here, once for every broker: PostgreSQL's text (and C strings) cannot hold it.
+        guard !topic.utf8.contains(0) else {
+            throw WebSocketError(.invalidArgument, "A topic name cannot contain U+0000 (NUL)")
+        }
     }
 
     // MARK: - The broker

@@ -31,7 +31,7 @@ struct ClusterNode: Sendable {
     let port: Int
 
     static func start(
-        _ name: String, postgres: ThrowawayPostgres,
+        _ name: String, postgres: ThrowawayPostgres, maxBackpressure: Int = 512 << 20,
         _ configure: (inout WebSocketPostgresBroker.Configuration) -> Void = { _ in }
     ) async throws -> ClusterNode {
         var brokerConfiguration = WebSocketPostgresBroker.Configuration(postgres: postgres.configuration)
@@ -44,8 +44,9 @@ struct ClusterNode: Sendable {
         let broker = WebSocketPostgresBroker(configuration: brokerConfiguration, logger: logger)
         var configuration = WebSocketServer.Configuration()
         configuration.broker = broker
-        // Every message must reach every subscriber here: no skipping for slow readers.
-        configuration.maxBackpressure = 512 << 20
+        // Every message must reach every subscriber here: no skipping for slow readers (unless
+        // a test asks for the server's default).
+        configuration.maxBackpressure = maxBackpressure
         configuration.maxReceivedMessageSize = 1 << 20
         let server = WebSocketServer(configuration: configuration, logger: logger)
         server.onRequest { request in

@@ -1,0 +1,286 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import Testing
+import WebSocket
+@testable import WebSocketPostgres
+
+// Faults a deployment has (issue 30), each against a real PostgreSQL 15 and counted message by
+// message at every subscriber: the Subscriber checker fails on a duplicate or an order fault,
+// and every test compares its counts with what was published. In ClusterTests' suite, so that
+// they run one at a time with the rest (the machine is small).
+extension ClusterTests {
+    @Test("a node restarted three times under the same name: every publication of every incarnation reaches the other node once, in order (before: the restarted node's sequence numbers collided with its predecessor's and all were dropped)")
+    func restartUnderTheSameName() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let remote = try await b.subscriber("room")
+        let perRun = 50
+        var incarnations: Set<UUID> = []
+        for run in 0..<4 {
+            let a = try await ClusterNode.start("a", postgres: postgres)
+            incarnations.insert(a.broker.incarnation)  // after-fix API
+            for index in (run * perRun)..<((run + 1) * perRun) {
+                try a.server.publish(TestMessage.make("a", index, kind: index % 5 == 0 ? 1 : 3), to: "room")
+            }
+            try await waitUntil(30, "run \(run)'s \(perRun) at node b (has \(remote.received(from: "a")))") {
+                remote.received(from: "a") == (run + 1) * perRun
+            }
+            await a.server.shutDown()
+        }
+        #expect(incarnations.count == 4, "each start is another incarnation")  // after-fix API
+        #expect(remote.faults.isEmpty, "\(remote.faults.prefix(5))")
+        #expect(remote.count == 4 * perRun)
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "\(4 * perRun)")
+        #expect(try postgres.psql("SELECT count(DISTINCT incarnation) FROM websocket_publications WHERE node = 'a'") == "4")  // after-fix API
+        await b.server.shutDown()
+    }
+
+    @Test("a table of the first version (UNIQUE (node, seq)) is migrated: its rows stay, and a node restarted under an old name is not dropped")
+    func migratesTheFirstVersionsTable() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        try postgres.psql("""
+            CREATE TABLE websocket_publications (
+                id bigserial PRIMARY KEY, node text NOT NULL, seq bigint NOT NULL, topic text NOT NULL,
+                opcode smallint NOT NULL, payload bytea NOT NULL,
+                published_at timestamptz NOT NULL DEFAULT clock_timestamp(), UNIQUE (node, seq));
+            INSERT INTO websocket_publications (node, seq, topic, opcode, payload)
+                SELECT 'a', s, 'room', 1, 'old'::bytea FROM generate_series(1, 10) s;
+            INSERT INTO websocket_publications (node, seq, topic, opcode, payload)
+                SELECT 'b', s, 'room', 1, 'old'::bytea FROM generate_series(1, 10) s;
+            """)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let remote = try await b.subscriber("room")
+        for index in 0..<20 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        try await waitUntil(30, "the 20 at node b") { remote.received(from: "a") == 20 }
+        #expect(remote.faults.isEmpty, "\(remote.faults.prefix(5))")
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "40")
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
+    @Test("issue 30's outage, counted at every subscriber: 300 mixed messages at about 50/s from node a, PostgreSQL stopped (immediate) at message 100 and started 3 s later; the servers' default maxBackpressure (1 MiB): each of a's 2 and b's 3 subscribers gets all 300, once, in order")
+    func outageCountedAtEverySubscriber() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let defaultBackpressure = WebSocketServer.Configuration().maxBackpressure
+        // ws serve's reconnect delays (the broker's defaults): node a's writer came back 8 s
+        // after the restart in the issue's run, with everything published meanwhile queued.
+        let defaults = WebSocketPostgresBroker.Configuration(postgres: postgres.configuration)
+        let configure = { (configuration: inout WebSocketPostgresBroker.Configuration) in
+            configuration.reconnectInitialDelay = defaults.reconnectInitialDelay
+            configuration.reconnectMaxDelay = defaults.reconnectMaxDelay
+        }
+        let a = try await ClusterNode.start("a", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
+        let b = try await ClusterNode.start("b", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
+        var subscribers: [Subscriber] = []
+        for _ in 0..<2 { subscribers.append(try await a.subscriber("room")) }
+        for _ in 0..<3 { subscribers.append(try await b.subscriber("room")) }
+        let total = 300
+        var restart: Task<Void, any Error>?
+        for index in 0..<total {
+            if index == 100 {
+                try postgres.stopServer(immediate: true)
+                restart = Task.detached {
+                    try await Task.sleep(for: .seconds(3))   // the outage's length: the scenario, not a wait
+                    try postgres.startServer()
+                }
+            }
+            try a.server.publish(TestMessage.make("a", index), to: "room")
+            try await Task.sleep(for: .milliseconds(20))   // the publisher's rate: about 50/s
+        }
+        try await restart?.value
+        let all = subscribers
+        do {
+            try await waitUntil(60, "all \(total) at every subscriber") { all.allSatisfy { $0.received(from: "a") == total } }
+        } catch {
+            let counts = subscribers.map { $0.received(from: "a") }
+            let stored = (try? postgres.psql("SELECT count(*) FROM websocket_publications")) ?? "?"
+            Issue.record("received per subscriber \(counts) (a: 2, b: 3), stored \(stored), skipped at a \(a.server.skippedPublishedMessages), at b \(b.server.skippedPublishedMessages)")
+        }
+        for (index, subscriber) in subscribers.enumerated() {
+            #expect(subscriber.faults.isEmpty, "subscriber \(index): \(subscriber.faults.prefix(5))")
+            #expect(subscriber.count == total, "subscriber \(index)")
+        }
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "\(total)")
+        #expect(b.server.skippedPublishedMessages == 0)
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
+    @Test("a topic name with U+0000: subscribe and publish throw invalidArgument on every server (broker or not), and the publications after it reach the other node (before: accepted, and the writer retried the batch PostgreSQL refused for ever)")
+    func nulTopic() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let remote = try await b.subscriber("room")
+        for index in 0..<10 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        let refusal = #expect(throws: WebSocketError.self) { try a.server.publish("poison", to: "lobby\u{0}") }
+        #expect(refusal?.code == .invalidArgument)
+        #expect(refusal?.message.contains("U+0000") == true, "\(refusal?.message ?? "")")
+        // A local server (no broker) refuses it too: the rule is the same for every broker.
+        let local = WebSocketServer()
+        #expect(throws: WebSocketError.self) { try local.publish("poison", to: "\u{0}") }
+        for index in 10..<20 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        try await waitUntil(30, "the 20 at node b (has \(remote.received(from: "a")))") { remote.received(from: "a") == 20 }
+        #expect(remote.faults.isEmpty, "\(remote.faults.prefix(5))")
+        #expect(a.broker.state == .connected)
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
+    @Test("a row PostgreSQL refuses (a trigger raises a data exception for one topic) in the middle of a batch: it is dropped and reported, the 40 around it are stored and delivered once, in order (before: the batch was retried for ever and nothing after it went out)")
+    func poisonRowIsIsolated() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let remote = try await b.subscriber("room")
+        let dropped = NIOLockedValueBox<[String]>([])
+        a.broker.onDropped { item in dropped.withLockedValue { $0.append(item.topic) } }  // after-fix API
+        try postgres.psql("""
+            CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.topic = 'poison' THEN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22021'; END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER poison BEFORE INSERT ON websocket_publications FOR EACH ROW EXECUTE FUNCTION poison();
+            """)
+        // One batch: published in one go, before the writer wakes.
+        for index in 0..<20 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        try a.server.publish("bad", to: "poison")
+        for index in 20..<40 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        try await waitUntil(30, "the 40 at node b (has \(remote.received(from: "a")))") { remote.received(from: "a") == 40 }
+        #expect(remote.faults.isEmpty, "\(remote.faults.prefix(5))")
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "40")
+        try await waitUntil(10, "the drop reported") { dropped.withLockedValue { $0 } == ["poison"] }  // after-fix API
+        #expect(a.broker.droppedCount == 1)  // after-fix API
+        #expect(a.broker.queuedCount == 0)
+        // And it goes on: the next publication is stored in a batch of its own.
+        try a.server.publish(TestMessage.make("a", 40, kind: 3), to: "room")
+        try await waitUntil(30, "one more at node b") { remote.has("a", 40) }
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
+    @Test("forged NOTIFYs on the broker's channel from a login with no privilege on the table (an id far ahead, with and without the id before, a bare number): the node's last id seen stays what it read, and the 20 publications after reach it")
+    func forgedNotify() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let remote = try await b.subscriber("room")
+        for index in 0..<5 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        try await waitUntil(30, "the first 5 at node b") { remote.received(from: "a") == 5 }
+        // Node b publishes one too: its identity is in the table and in every notification
+        // (anyone may LISTEN), so a forger can claim a batch is b's own.
+        try b.server.publish(TestMessage.make("b", 0, kind: 3), to: "other")
+        try await waitUntil(10, "node b's publication stored") { b.broker.queuedCount == 0 }
+        let newest = Int64(try postgres.psql("SELECT max(id) FROM websocket_publications"))!
+        try await waitUntil(10, "node b past the 6") { b.broker.lastSeenID == newest }
+        let identity = (try? postgres.psql("SELECT incarnation FROM websocket_publications WHERE node = 'b'")) ?? ""
+        try postgres.psql("CREATE ROLE mallory LOGIN PASSWORD 'x'")
+        let readsBefore = b.broker.readCounts.reads
+        let far: Int64 = 9_000_000_000
+        for note in [
+            // "This batch is node b's own" (b would not read it): the node name and the identity.
+            #"{"l": \#(far), "p": \#(newest), "n": "b", "i": "\#(identity.isEmpty ? "00000000-0000-0000-0000-000000000001" : identity)", "t": ["room"]}"#,
+            // "Of no topic here".
+            #"{"l": \#(far + 1), "p": \#(far), "n": "c", "i": "00000000-0000-0000-0000-000000000001", "t": ["nobody"]}"#,
+            #"{"l": \#(far)}"#,
+            "\(far)",
+        ] {
+            try postgres.psql("SET ROLE mallory; SELECT pg_notify('websocket_publications', '\(note)')")
+        }
+        // The forgeries reached node b: it read the table for them (and found nothing new).
+        try? await waitUntil(10, "node b to read for the forgeries") { b.broker.readCounts.reads > readsBefore }
+        #expect(b.broker.lastSeenID <= newest, "moved by a notification alone: \(b.broker.lastSeenID)")
+        for index in 5..<25 { try a.server.publish(TestMessage.make("a", index, kind: 3), to: "room") }
+        try await waitUntil(30, "the 20 after the forgeries at node b (has \(remote.received(from: "a")))") { remote.received(from: "a") == 25 }
+        #expect(remote.faults.isEmpty, "\(remote.faults.prefix(5))")
+        let last = Int64(try postgres.psql("SELECT max(id) FROM websocket_publications"))!
+        try await waitUntil(10, "node b at the last row") { b.broker.lastSeenID == last }
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
+    @Test("catch-up of 100 MiB (1,000 rows of 100 KiB) after node b lost the database: every row delivered once, in order, none skipped, and no read of the table brings more than 4 MiB and a row (before: the 1,000 rows in one read, 100 MiB)")
+    func catchUpIsBoundedInMemory() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        try postgres.psql("CREATE ROLE wsb LOGIN SUPERUSER PASSWORD '\(ThrowawayPostgres.password)'")
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres) { $0.postgres.username = "wsb" }
+        let remote = try await b.subscriber("room")
+        try postgres.psql("ALTER ROLE wsb NOLOGIN")
+        try postgres.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'wsb'")
+        try await waitUntil(30, "node b degraded") { if case .degraded = b.broker.state { true } else { false } }
+        let total = 1000
+        for index in 0..<total {
+            // Paced by node a's queue (64 MiB): wait while it holds 32 MiB.
+            if a.broker.queuedBytes > 32 << 20 {
+                try await waitUntil(60, "node a's queue to drain") { a.broker.queuedBytes < 8 << 20 }
+            }
+            try a.server.publish(TestMessage.make("a", index, kind: 0), to: "room")
+        }
+        try await waitUntil(60, "node a to store the 1,000") { a.broker.queuedCount == 0 }
+        #expect(try postgres.psql("SELECT sum(octet_length(payload)) FROM websocket_publications") == "\(total * 100 * 1024)")
+        let readsBefore = b.broker.readCounts.reads
+        try postgres.psql("ALTER ROLE wsb LOGIN")
+        try await waitUntil(120, "the 1,000 at node b (has \(remote.received(from: "a")), skipped \(b.server.skippedPublishedMessages))") {
+            remote.received(from: "a") == total || b.server.skippedPublishedMessages > 0
+        }
+        #expect(b.server.skippedPublishedMessages == 0)
+        #expect(remote.received(from: "a") == total)
+        #expect(remote.faults.isEmpty, "\(remote.faults.prefix(5))")
+        // In pages: 100 MiB in reads of at most 4 MiB and a row is 25 reads or more (before: one).
+        #expect(b.broker.readCounts.reads - readsBefore >= 25, "\(b.broker.readCounts.reads - readsBefore) reads for 100 MiB")
+        #expect(b.broker.largestRead <= WebSocketPostgresBroker.fetchBytes + 100 * 1024, "largest read \(b.broker.largestRead) bytes")  // after-fix API
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
+    @Test("websocket_publish from the application's own transaction (psql, another client): committed -> delivered once on every node, text and binary; rolled back -> never; the same key twice -> once")
+    func publishFromSQL() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let subscribers = [try await a.subscriber("room"), try await b.subscriber("room")]
+        func text(_ index: Int) -> String {
+            guard case .utf8(let text) = TestMessage.make("sql", index, kind: 3) else { fatalError() }
+            return text
+        }
+        try postgres.psql("CREATE TABLE orders (id int PRIMARY KEY)")
+        // Committed, with the application's own write.
+        try postgres.psql("BEGIN; INSERT INTO orders VALUES (1); SELECT websocket_publish('room', '\(text(0))'); COMMIT;")
+        // Rolled back: never delivered.
+        try postgres.psql("BEGIN; INSERT INTO orders VALUES (2); SELECT websocket_publish('room', '\(text(1))'); ROLLBACK;")
+        // Failed: the transaction is aborted, nothing delivered.
+        _ = try? postgres.psql("BEGIN; SELECT websocket_publish('room', '\(text(2))'); INSERT INTO orders VALUES (1); COMMIT;")
+        // With a key, twice: once.
+        let first = try postgres.psql("SELECT websocket_publish('room', '\(text(3))', 'order-3')")
+        let second = try postgres.psql("SELECT websocket_publish('room', '\(text(3))', 'order-3')")
+        #expect(!first.isEmpty && second.isEmpty, "first \(first), second \(second) (NULL: already stored)")
+        // Binary: a bytea payload, TestMessage's 100 KiB kind (its header, then the fill byte
+        // 4 * 31 + 3 = 0x7f).
+        try postgres.psql("SELECT websocket_publish('room', convert_to('sql/4/', 'UTF8') || decode(repeat('7f', 102400 - 6), 'hex'))")
+        // The last one, in order after the others: when it is in, the others had their chance.
+        try postgres.psql("SELECT websocket_publish('room', '\(text(5))')")
+        try await waitUntil(30, "the last one at both nodes") { subscribers.allSatisfy { $0.has("sql", 5) } }
+        for (index, subscriber) in subscribers.enumerated() {
+            #expect(subscriber.faults.isEmpty, "subscriber \(index): \(subscriber.faults.prefix(5))")
+            #expect(subscriber.has("sql", 0) && subscriber.has("sql", 3) && subscriber.has("sql", 4), "subscriber \(index)")
+            #expect(!subscriber.has("sql", 1), "rolled back, yet delivered at \(index)")
+            #expect(!subscriber.has("sql", 2), "failed, yet delivered at \(index)")
+            #expect(subscriber.count == 4, "subscriber \(index): \(subscriber.count)")
+        }
+        #expect(try postgres.psql("SELECT opcode FROM websocket_publications WHERE node = 'sql' ORDER BY id") == "1\n1\n2\n1")
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+}
