@@ -94,7 +94,7 @@ extension WebSocketConnectionHandler {
     /// connection).
     private func checkSendCap(size: Int) -> WebSocketError? {
         guard machine.closeState == .open else { return nil }  // the state machine refuses it
-        switch machine.flow.verdict(forSendOf: size) {
+        switch flow.verdict(forSendOf: size) {
         case .send:
             return nil
         case .refuse:

@@ -25,7 +25,8 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     var machine: WebSocketConnectionStateMachine
     var context: ChannelHandlerContext?
 
-    // Reading control: why reading is held is the state machine's (``WebSocketFlowControl``).
+    /// Why reading is held, the Node-style sends' budget, the pong that waits.
+    var flow: WebSocketFlowControl
     /// Messages of this read wait for ``publishMessages()`` (at the end of `process`).
     private var stagedMessages = false
     /// A message over ``largeMessage`` went to the `messages` iterator in this read: the jobs
@@ -76,11 +77,14 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         metrics: WebSocketConnectionMetrics? = nil
     ) {
         self.metrics = metrics
+        self.flow = WebSocketFlowControl(
+            maxSendBackpressure: options.maxSendBackpressure, sendPolicy: options.sendBackpressurePolicy,
+            highWaterMark: options.writeBufferWaterMark.high)
         self.machine = WebSocketConnectionStateMachine(role: role, options: options, codecs: codecs, now: .now())
     }
 
     /// Delivery pauses (input is held unparsed) while nobody listens or the user paused.
-    private var isHolding: Bool { machine.flow.holdsDelivery }
+    private var isHolding: Bool { flow.holdsDelivery }
     var options: WebSocketConnectionOptions { machine.options }
 
     // MARK: - Lifecycle
@@ -174,22 +178,24 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         // Held while nobody listens, the user paused, the `messages` consumer lags or the peer
         // does not read what we write: what was read already is still parsed and queued (at
         // most one read's worth), only the next read waits.
-        if machine.flow.readRequested() == .read { context.read() }
+        if flow.readRequested() == .read { context.read() }
     }
 
     /// The write buffer passed its high watermark (the peer reads slower than we write):
     /// reading pauses, so that what the peer sends (echoes, pings) cannot queue more. Below the
     /// low watermark again: the pong that waited goes out, reading goes on, `drain` fires.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // Either may be reported inside a write, so inside a state machine call: what needs the
+        // machine (the pong) runs after it, on the loop.
         if context.channel.isWritable {
-            var output = Output(handler: self)
-            let action = machine.outboundDrained(into: &output)
-            output.finish(promise: nil)
-            flushIfNeeded()
+            let (action, pong) = flow.outboundDrained()
+            if let pong {
+                context.eventLoop.assumeIsolated().execute { self.writePong(pong) }
+            }
             if action == .read { context.read() }
             connection?.writabilityRestored()
         } else {
-            machine.flow.outboundFilled()
+            flow.outboundFilled()
             metrics?.server.pausesOut.increment()
         }
         context.fireChannelWritabilityChanged()
@@ -234,9 +240,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             switch connection.deliver(event) {
             case .delivered: break
             case .backpressure:
-                machine.flow.hold(.consumerLagging)
+                flow.hold(.consumerLagging)
                 metrics?.server.pausesIn.increment()
-            case .awaitingConsumer: machine.flow.hold(.awaitingListener)
+            case .awaitingConsumer: flow.hold(.awaitingListener)
             case .staged:
                 stagedMessages = true
                 if event.payloadSize > Self.largeMessage { runJobsAtReadEnd = true }
@@ -246,7 +252,10 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         case .ping(let data):
             let cancel = WebSocketPingCancel()
             connection.emit(\.ping, (cancel, data))
-            machine.answerPing(data, cancelled: cancel.cancelled, into: &output)
+            // While the write buffer is full only the latest ping's pong waits, for the drain.
+            if !cancel.cancelled, let pong = flow.pong(for: data) {
+                machine.answerPing(pong, cancelled: false, into: &output)
+            }
             output.finish(promise: nil)
         case .pong(let data):
             connection.pongReceived(data)
@@ -284,7 +293,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
             case .closeSocket:
                 context?.close(promise: nil)
             case .releaseReadHolds:
-                if machine.flow.releaseAll() == .read { context?.read() }
+                if flow.releaseAll() == .read { context?.read() }
             }
         }
     }
@@ -301,7 +310,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     func setUserPaused(_ paused: Bool) {
         if paused {
-            machine.flow.hold(.pausedByUser)
+            flow.hold(.pausedByUser)
         } else {
             resumeIfPossible(releasing: .pausedByUser)
         }
@@ -312,14 +321,14 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private func publishMessages() {
         stagedMessages = false
         if connection?.publishMessages() == true {
-            machine.flow.hold(.consumerLagging)
+            flow.hold(.consumerLagging)
             metrics?.server.pausesIn.increment()
         }
     }
 
     func setStreamBackpressure(_ on: Bool) {
         if on {
-            machine.flow.hold(.consumerLagging)
+            flow.hold(.consumerLagging)
         } else {
             resumeIfPossible(releasing: .consumerLagging)
         }
@@ -328,7 +337,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// Releases `reason`, delivers what was held unparsed, and reads if a read waits.
     private func resumeIfPossible(releasing reason: WebSocketFlowControl.Holds) {
         // The read is asked for below, once the held input is delivered.
-        machine.flow.unhold(reason)
+        flow.unhold(reason)
         guard let context, !isHolding, !machine.isClosed else { return }
         while !isHolding, !held.isEmpty {
             process(held.removeFirst(), fromChannel: false)
@@ -336,7 +345,16 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         // Not a read: its messages' handlers run at the turn's end.
         runJobsAtReadEnd = false
         flushIfNeeded()
-        if machine.flow.readIfWanted() == .read { context.read() }
+        if flow.readIfWanted() == .read { context.read() }
+    }
+
+    /// The pong that waited for the write buffer to drain.
+    private func writePong(_ data: ByteBuffer) {
+        guard context != nil else { return }
+        var output = Output(handler: self)
+        machine.answerPing(data, cancelled: false, into: &output)
+        output.finish(promise: nil)
+        flushIfNeeded()
     }
 
     // MARK: - Closing

@@ -93,9 +93,6 @@ struct WebSocketConnectionStateMachine {
     /// When the outstanding keepalive ping was queued and how many bytes waited in the write
     /// buffer then, until it was written (nil then).
     private var pingQueued: (at: NIODeadline, outboundBytes: Int?)?
-    /// Why reading is held, the Node-style sends' budget, the pong that waits (see
-    /// ``WebSocketFlowControl``).
-    var flow: WebSocketFlowControl
 
     init(
         role: WebSocketRole, options: WebSocketConnectionOptions, codecs: [any WebSocketExtensionCodec],
@@ -106,9 +103,6 @@ struct WebSocketConnectionStateMachine {
         self.codecs = codecs
         self.makeMaskingKey = makeMaskingKey
         self.lastActivity = now
-        self.flow = WebSocketFlowControl(
-            maxSendBackpressure: options.maxSendBackpressure, sendPolicy: options.sendBackpressurePolicy,
-            highWaterMark: options.writeBufferWaterMark.high)
         self.receiver = WebSocketReceiver(
             options: .init(
                 expectMaskedFrames: role == .server,
@@ -146,20 +140,11 @@ struct WebSocketConnectionStateMachine {
     }
 
     /// The automatic pong for a ping, unless a `ping` handler cancelled it or we are closing.
-    /// While the write buffer is full the pong waits (``outboundDrained(into:)`` writes it), and
-    /// a later ping's pong replaces it: a ping flood from a peer that does not read costs one
-    /// pong, not one per ping.
+    /// (While the write buffer is full, ``WebSocketFlowControl/pong(for:)`` keeps only the latest
+    /// ping's, for when it drains.)
     mutating func answerPing<Sink: WebSocketFrameSink>(_ data: ByteBuffer, cancelled: Bool, into sink: inout Sink) {
-        guard !cancelled, closeState == .open, let pong = flow.pong(for: data) else { return }
-        writeFrame(opcode: .pong, fin: true, payload: pong, into: &sink)
-    }
-
-    /// The write buffer fell below its low watermark: the pong that waited goes out, and
-    /// reading may go on.
-    mutating func outboundDrained<Sink: WebSocketFrameSink>(into sink: inout Sink) -> WebSocketFlowControl.ReadAction {
-        let (action, pong) = flow.outboundDrained()
-        if let pong, closeState == .open { writeFrame(opcode: .pong, fin: true, payload: pong, into: &sink) }
-        return action
+        guard !cancelled, closeState == .open else { return }
+        writeFrame(opcode: .pong, fin: true, payload: data, into: &sink)
     }
 
     // MARK: - Sending

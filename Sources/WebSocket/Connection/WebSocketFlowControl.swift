@@ -1,10 +1,15 @@
 import NIOCore
 
-/// One connection's flow control as a value, owned by its ``WebSocketConnectionStateMachine``:
+/// One connection's flow control as a value, beside its ``WebSocketConnectionStateMachine``:
 /// why reading is held, whether a read is wanted, the outbound budget of the Node-style sends,
 /// and the one pong that waits while the outbound buffer is full. The I/O layer reports what
 /// happens (a read asked for, the write buffer passing a watermark, a listener arriving) and
 /// carries out the answers (``ReadAction``, ``SendVerdict``); nothing here touches a channel.
+///
+/// A value of its own rather than a part of the state machine: the write buffer's watermarks are
+/// crossed inside a write, and a write happens inside a state machine call (a message's frames
+/// go to the channel as the machine makes them), so the report of a crossing must not touch the
+/// machine (a second, overlapping access to it, which Swift's exclusivity checks stop).
 ///
 /// Bounds it keeps, whatever the peer does:
 /// - the outbound buffer: reading pauses while the socket's write buffer is above its high
