@@ -211,3 +211,109 @@ struct FlowControlTests {
         #expect(throws: WebSocketError.self) { try clientConfiguration.validate() }
     }
 }
+
+/// The configuration space, property-tested: random configurations built from the values that
+/// break arithmetic (negative, zero, UInt32's edge, Int's edges) never trap; `listen` refuses
+/// exactly the ones `validate()` refuses, and a server that listens answers an echo.
+@Suite("Configuration space")
+struct ConfigurationSpaceTests {
+    /// A deterministic generator (SplitMix64), so a failure repeats with its seed.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    static let sizes = [Int.min, -1, 0, 1, 125, 16 * 1024, 64 * 1024, 1 << 20, Int(UInt32.max), Int(UInt32.max) + 1, Int.max]
+    static let durations: [Duration] = [.seconds(-1), .zero, .milliseconds(1), .seconds(5), .seconds(Int64.max)]
+
+    static func random(_ rng: inout SplitMix) -> WebSocketServer.Configuration {
+        var c = WebSocketServer.Configuration()
+        func size() -> Int { sizes.randomElement(using: &rng)! }
+        func duration() -> Duration { durations.randomElement(using: &rng)! }
+        func maybe(_ change: () -> Void) { if Bool.random(using: &rng) { change() } }
+        maybe { c.maxReceivedFrameSize = size() }
+        maybe { c.maxReceivedMessageSize = size() }
+        maybe { c.maxFragmentsPerMessage = size() }
+        maybe { c.fragmentationThreshold = size() }
+        maybe { c.maxSendBackpressure = size() }
+        maybe { c.maxHandshakeSize = size() }
+        maybe { c.maxHeaderCount = size() }
+        maybe { c.maxConnections = size() }
+        maybe { c.http2MaxConcurrentStreams = size() }
+        maybe { c.maxBackpressure = size() }
+        maybe { c.closeTimeout = duration() }
+        maybe { c.keepaliveInterval = duration() }
+        maybe { c.keepaliveGracePeriod = duration() }
+        maybe { c.requestTimeout = duration() }
+        maybe { c.handshakeTimeout = duration() }
+        maybe { c.http2IdleTimeout = duration() }
+        return c
+    }
+
+    @Test("random configurations: validate() never traps, and refuses exactly the out-of-range ones")
+    func validateIsTotal() {
+        var rng = SplitMix(state: 29)
+        var refused = 0
+        for _ in 0..<5_000 {
+            let configuration = Self.random(&rng)
+            let valid = (try? configuration.validate()) != nil
+            let expected =
+                configuration.maxReceivedFrameSize >= 0 && configuration.maxReceivedMessageSize >= 0
+                && configuration.maxFragmentsPerMessage >= 1 && configuration.fragmentationThreshold >= 0
+                && configuration.maxSendBackpressure >= configuration.writeBufferWaterMark.high
+                && (1...Int(UInt32.max)).contains(configuration.maxHandshakeSize) && configuration.maxHeaderCount >= 1
+                && (configuration.maxConnections ?? 0) >= 0 && (0...Int(UInt32.max)).contains(configuration.http2MaxConcurrentStreams)
+                && configuration.maxBackpressure >= 0
+                && [configuration.closeTimeout, configuration.keepaliveInterval, configuration.keepaliveGracePeriod,
+                    configuration.requestTimeout, configuration.handshakeTimeout, configuration.http2IdleTimeout].allSatisfy { $0 >= .zero }
+            #expect(valid == expected)
+            if !valid { refused += 1 }
+        }
+        #expect(refused > 1_000 && refused < 5_000)  // the generator reaches both sides
+    }
+
+    @Test("random valid and invalid configurations: listen agrees with validate(), and a valid server echoes")
+    func listenAgrees() async throws {
+        var rng = SplitMix(state: 7)
+        var echoed = 0
+        for _ in 0..<24 {
+            var configuration = Self.random(&rng)
+            configuration.maxConnections = nil  // a cap of 0 would refuse the echo's connection
+            // Small limits would refuse the echo's 5-byte message or its handshake: keep the ones
+            // that make sense for an echo, the extremes of the rest.
+            if configuration.maxReceivedFrameSize >= 0 && configuration.maxReceivedFrameSize < 125 { configuration.maxReceivedFrameSize = 125 }
+            if configuration.maxReceivedMessageSize >= 0 && configuration.maxReceivedMessageSize < 125 { configuration.maxReceivedMessageSize = 125 }
+            if configuration.maxHandshakeSize >= 0 && configuration.maxHandshakeSize < 1024 { configuration.maxHandshakeSize = 1024 }
+            if configuration.maxHeaderCount >= 0 && configuration.maxHeaderCount < 10 { configuration.maxHeaderCount = 10 }
+            if configuration.handshakeTimeout == .zero || configuration.handshakeTimeout == .milliseconds(1) { configuration.handshakeTimeout = .seconds(5) }
+            if configuration.requestTimeout == .zero || configuration.requestTimeout == .milliseconds(1) { configuration.requestTimeout = .seconds(5) }
+            if configuration.keepaliveInterval == .zero || configuration.keepaliveInterval == .milliseconds(1) { configuration.keepaliveInterval = .seconds(20) }
+            let valid = (try? configuration.validate()) != nil
+            let server = WebSocketServer(configuration: configuration)
+            server.onRequest { request in
+                guard let connection = try? request.accept() else { return }
+                connection.onMessage { connection.send($0) }
+            }
+            do {
+                let port = try await server.listen(host: "127.0.0.1", port: 0).port!
+                #expect(valid, "listen accepted a configuration validate() refuses")
+                let client = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/")
+                let inbox = Expectation<WebSocketMessage>()
+                client.onMessage { inbox.fulfill($0) }
+                client.sendUTF("hello")
+                #expect(try await inbox.value(10, "the echo") == .utf8("hello"))
+                echoed += 1
+            } catch let error as WebSocketError {
+                #expect(!valid && error.code == .invalidArgument, "\(error)")
+            }
+            await server.shutDown()
+        }
+        #expect(echoed > 0)
+    }
+}
