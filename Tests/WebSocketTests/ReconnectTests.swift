@@ -517,12 +517,13 @@ extension ReconnectTests {
         }
         #expect(try await withTimeout(10) { try await stopped.value } == "ended")
 
-        // Cancelled: CancellationError, and the connection gets 1001.
+        // Cancelled while the body runs (which swallows its own errors): the sequence throws
+        // CancellationError when asked for the next connection, and the connection gets 1001.
         let opened = Expectation<WebSocketConnection>()
         let cancelled = Task {
             for try await connection in client.connections(to: a.url) {
                 opened.fulfill(connection)
-                for try await _ in connection.messages {}
+                do { for try await _ in connection.messages {} } catch {}
             }
         }
         let connection = try await opened.value(10, "the connection")
@@ -531,6 +532,26 @@ extension ReconnectTests {
         #expect(throws: CancellationError.self) { try result.get() }
         try await waitUntil(10, "the close") { connection.closeReasonCode == 1001 }
         try await waitUntil(10, "the reconnections to end") { client.reconnections.withLockedValue { $0.isEmpty } }
+
+        // Cancelled while waiting for the next connection (a reconnection 10 minutes away).
+        var configuration = WebSocketClient.Configuration()
+        configuration.reconnect = WebSocketClient.ReconnectPolicy(initialDelay: .seconds(600), maxDelay: .seconds(600))
+        let patient = WebSocketClient(configuration: configuration)
+        let reconnecting = Expectation<WebSocketClient.ReconnectAttempt>()
+        patient.onReconnecting { reconnecting.fulfill($0) }
+        let waiting = Task {
+            for try await _ in patient.connections(to: a.url) {
+                try await waitUntil(10, "the server side") { a.connections.all.count == 4 }
+                try #require(a.connections.all.last).close(reasonCode: .goingAway)  // reconnects, in 10 minutes
+            }
+            return "ended"
+        }
+        // Announced once the body has ended and the iterator waits for the next connection.
+        _ = try await reconnecting.value(10, "reconnecting")
+        waiting.cancel()
+        let waited = await waiting.result
+        #expect(throws: CancellationError.self) { try waited.get() }
+        try await waitUntil(10, "the reconnection to end") { patient.reconnections.withLockedValue { $0.isEmpty } }
     }
 }
 

@@ -211,8 +211,10 @@ struct ScopedHandlerTests {
         }
         defer { Task { await upstream.stop() } }
         let outcome = Events<String>()
+        let connected = Events<Void>()
         let server = try await scopedServer { connection in
             let other = try await WebSocketClient().connect(url: upstream.url)
+            connected.fulfill(())
             do {
                 for try await _ in other.messages {}
                 outcome.fulfill("ended")
@@ -222,7 +224,8 @@ struct ScopedHandlerTests {
             try? other.close()
         }
         let (_, closed) = try await connectClient(server.url)
-        try await eventually(10, "the upstream connection") { upstream.server.connectionCount == 1 }
+        // Connected (a shutdown during the connect would abort it: the handler would throw).
+        try await connected.next(10, "the upstream connection")
         try await within(15, "shutDown") { await server.server.shutDown() }
         #expect(try await outcome.next(10, "the handler's end") == "cancelled")
         #expect(try await closed.next(10, "the close").code == 1001)
