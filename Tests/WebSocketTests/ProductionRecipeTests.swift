@@ -25,13 +25,11 @@ struct ProductionRecipeTests {
     }
 
     @Test(
-        "the recipe as written, metrics bootstrapped (known issue until issue 34 item 1: accept off the event loop with metrics on stops the process)",
+        "the recipe as written, metrics bootstrapped: accept off the event loop with metrics on (once a trap, issue 34) serves every route",
         .enabled(if: SnippetTests.swiftc != nil, "no swiftc in PATH"))
     func recipeRunsAsWritten() async throws {
-        // Remove the known-issue wrapper once the crash is fixed: the test must then pass as is.
-        await withKnownIssue("issue 34 item 1: accept(handler:) from run(handlingRequests:) with metrics on", isIntermittent: true) {
-            try await runRecipe(metrics: true)
-        }
+        // As written: with metrics on (this crashed before issue 34 item 1 was fixed).
+        try await runRecipe(metrics: true)
     }
 
     private func runRecipe(metrics: Bool) async throws {

@@ -164,9 +164,12 @@ public final class WebSocketRequest: Sendable {
     /// - When `handler` throws, the connection closes with 1011 (internal error) and the error's
     ///   text, cut to the 123 bytes a close frame holds. Throw only errors whose text a client
     ///   may read.
-    /// - ``WebSocketServer/shutDown()`` (and a graceful shutdown of ``WebSocketServer/run()``)
-    ///   cancels `handler` (the `messages` loop throws `CancellationError`), closes the
-    ///   connection with 1001 and waits for `handler` to return.
+    /// - ``WebSocketServer/shutDown()`` (and the graceful shutdown of ``WebSocketServer/run()``
+    ///   and ``WebSocketServer/run(handlingRequests:)``) closes the connection with 1001: the
+    ///   `messages` loop then ends without an error (it returns `nil`, as when the peer closes),
+    ///   so the code after it runs; once the connection has closed, `handler`'s task is
+    ///   cancelled (to wake anything else it waits for), and the shutdown waits for `handler` to
+    ///   return.
     /// - When the peer closes first, the `messages` loop ends and nothing more is sent.
     ///
     /// Throws, before `handler` starts, what ``accept(protocol:origin:cookies:)`` throws. Returns
