@@ -92,8 +92,8 @@ struct FrameworkBridgeTests {
 
     // MARK: upgradeResponse(for:on:) and completeUpgrade(_:on:)
 
-    @Test("a server that answers itself: accepted (101, subprotocol, permessage-deflate), then our connection")
-    func answeredUpgrade() async throws {
+    @Test("a server that answers itself: accepted (101, subprotocol, permessage-deflate), then our connection", arguments: [false, true])
+    func answeredUpgrade(completingOffLoop: Bool) async throws {
         var configuration = WebSocketServer.Configuration()
         configuration.perMessageDeflate = PerMessageDeflate.Options()
         let server = WebSocketServer(configuration: configuration)
@@ -106,7 +106,8 @@ struct FrameworkBridgeTests {
         let listener = try await OtherHTTPServer.start { channel in
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                 withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
-            try channel.pipeline.syncOperations.addHandler(OtherHTTPServer.Upgrading(server: server))
+            // completeUpgrade off the loop hops to it (it once asserted, and raced in release).
+            try channel.pipeline.syncOperations.addHandler(OtherHTTPServer.Upgrading(server: server, offLoop: completingOffLoop))
         }
         defer { Task { try? await listener.close() } }
         var clientConfiguration = WebSocketClient.Configuration()
@@ -234,10 +235,13 @@ enum OtherHTTPServer {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let server: WebSocketServer
+        /// Calls `completeUpgrade` from a task off the event loop (as an async framework might).
+        let offLoop: Bool
         private var head: HTTPRequestHead?
 
-        init(server: WebSocketServer) {
+        init(server: WebSocketServer, offLoop: Bool = false) {
             self.server = server
+            self.offLoop = offLoop
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -261,7 +265,12 @@ enum OtherHTTPServer {
                         let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
                         if let encoder { _ = pipeline.removeHandler(encoder) }
                         _ = pipeline.removeHandler(context: context)
-                        self.server.completeUpgrade(answer, on: channel)
+                        if self.offLoop {
+                            let server = self.server
+                            Task.detached { server.completeUpgrade(answer, on: channel) }
+                        } else {
+                            self.server.completeUpgrade(answer, on: channel)
+                        }
                         if let decoder { _ = pipeline.removeHandler(decoder) }
                     }
                 }

@@ -101,7 +101,13 @@ extension WebSocketServer {
     /// connection's handler goes at the end of the pipeline and the connection opens (the
     /// server's `connect` event). For a refusal it closes the channel. Call it on the channel's
     /// event loop; bytes the client sent after its request must reach the pipeline after this.
+    /// Called from another thread, it hops to the channel's event loop (the pipeline and the
+    /// connection's handler are the loop's alone).
     public func completeUpgrade(_ response: WebSocketUpgradeResponse, on channel: Channel) {
+        guard channel.eventLoop.inEventLoop else {
+            channel.eventLoop.execute { self.completeUpgrade(response, on: channel) }
+            return
+        }
         guard let connection = response.connection else {
             channel.close(promise: nil)
             return
