@@ -192,6 +192,29 @@ struct HostilePeerTests {
         try await waitUntil(10, "the ninth request") { undecided.all.count == 9 }
     }
 
+    @Test("a client that asks for a large plain HTTP answer and never reads it is disconnected at handshakeTimeout")
+    func plainAnswerNotRead() async throws {
+        let store = CapturingLogHandler.Store()
+        var configuration = WebSocketServer.Configuration()
+        configuration.handshakeTimeout = .seconds(1)
+        let server = WebSocketServer(configuration: configuration, logger: CapturingLogHandler.logger(store))
+        let body = String(repeating: "x", count: 32 << 20)
+        server.setHTTPHandler { _ in (.ok, ["Content-Type": "text/plain"], body) }
+        let port = try await server.listen(host: "127.0.0.1", port: 0).port!
+        defer { Task { await server.shutDown() } }
+        let raw = try await RawClient.connect(port: port)
+        try await raw.setReading(false)
+        try await raw.send("GET /page HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try await waitUntil(15, "the server to give up on the unread answer") {
+            store.lines.contains { $0.message.hasPrefix("HTTP answer not read by the client within handshakeTimeout") }
+        }
+        raw.discardIncoming()
+        try await raw.setReading(true)
+        try await raw.waitForEOF(timeout: 20)
+        let received = raw.discardIncoming() + raw.discardReceived()
+        #expect(received < body.utf8.count, "the whole answer arrived (\(received) bytes): the timeout cut nothing")
+    }
+
     @Test("slowloris: a request head sent a byte at a time ends at handshakeTimeout with 408")
     func slowloris() async throws {
         let server = try await TestServer.start({ $0.handshakeTimeout = .seconds(2) }, setup: { server in

@@ -57,7 +57,10 @@ extension WebSocketServer {
         /// refused with 503. Default 10 s.
         public var requestTimeout: Duration = .seconds(10)
         /// How long a client may take to send its whole upgrade request from the moment it
-        /// connected; a client that sends headers one byte at a time is cut off. Default 10 s.
+        /// connected; a client that sends headers one byte at a time is cut off (408). Also how
+        /// long it may take to read a plain HTTP answer or a refusal (HTTP/1.1): one that does not
+        /// read it is disconnected then, so a large page cannot be held in memory by a client
+        /// that never reads. Default 10 s.
         public var handshakeTimeout: Duration = .seconds(10)
         /// The most bytes of request head (request line and headers) accepted; beyond it the
         /// answer is 431. Default 16 KiB.

@@ -212,7 +212,16 @@ final class WebSocketServerHandshakeHandler: ChannelInboundHandler, RemovableCha
         }
         response += "\r\n"
         response += body
+        // A client that does not read the answer (a large page, say) must not hold the socket
+        // and the answer's bytes for ever: it has `handshakeTimeout` to take them.
+        let timeout = server.configuration.handshakeTimeout
+        let logger = server.logger
+        let writeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(scheduling: timeout)) {
+            logger.debug("HTTP answer not read by the client within handshakeTimeout: closing", metadata: ["timeout": "\(timeout)"])
+            context.close(promise: nil)
+        }
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: response))).assumeIsolated().whenComplete { _ in
+            writeTimer.cancel()
             context.close(promise: nil)
         }
     }
