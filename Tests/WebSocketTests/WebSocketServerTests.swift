@@ -135,7 +135,9 @@ struct WebSocketServerTests {
         let server = try await TestServer.echo()
         let client = try await WebSocketClient().connect(url: server.url)
         await server.server.unmount()
-        await #expect(throws: (any Error).self) { _ = try await RawClient.connect(port: server.port) }
+        // No listener left (a connect to the port would prove nothing: in the parallel suite
+        // another test's listener may take the freed port, as it did once).
+        #expect(server.server.localAddresses.isEmpty)
         try await client.write("still here")
         #expect(try await withTimeout(5) { try await client.messages.first { _ in true } } == .utf8("still here"))
         await server.stop()
