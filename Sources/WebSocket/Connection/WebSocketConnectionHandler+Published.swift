@@ -27,9 +27,9 @@ extension WebSocketConnectionHandler {
         guard let context else { return }
         var output = Output(handler: self)
         // Deferred like the writes of a read loop: one flush after the drain.
-        let wasInReadLoop = inReadLoop
-        inReadLoop = true
-        defer { inReadLoop = wasInReadLoop }
+        let wasDeferringFlush = deferringFlush
+        deferringFlush = true
+        defer { deferringFlush = wasDeferringFlush }
         if machine.sendMessage(
             opcode: publication.opcode, payload: publication.payload, compress: publication.compress,
             allocator: context.channel.allocator, into: &output) == nil {

@@ -24,7 +24,7 @@ extension WebSocketConnectionHandler {
             completion?(error)
             return error
         }
-        metrics?.sent(opcode: opcode, bytes: payload.readableBytes, flushNow: !inReadLoop)
+        metrics?.sent(opcode: opcode, bytes: payload.readableBytes, flushNow: !deferringFlush)
         output.finish(promise: Self.promise(for: completion, on: context.eventLoop))
         return nil
     }
@@ -37,12 +37,12 @@ extension WebSocketConnectionHandler {
     func sendMessageDeferringFlush(opcode: WebSocketOpcode, payload: ByteBuffer, compress: Bool) -> WebSocketError? {
         // Within a read loop the flush is at its end already; a large message is a write of its
         // own either way, and waiting for the turn's end would only delay it.
-        if inReadLoop || payload.readableBytes > Self.copyThreshold {
+        if deferringFlush || payload.readableBytes > Self.copyThreshold {
             return sendMessage(opcode: opcode, payload: payload, compress: compress, completion: nil)
         }
-        inReadLoop = true
+        deferringFlush = true
         let error = sendMessage(opcode: opcode, payload: payload, compress: compress, completion: nil)
-        inReadLoop = false
+        deferringFlush = false
         if (batch?.readableBytes ?? 0) >= Self.deferredFlushLimit {
             flushIfNeeded()
         } else if needsFlush {
@@ -186,7 +186,7 @@ extension WebSocketConnectionHandler {
             write(payload, promise: promise)
             return
         }
-        if inReadLoop && promise == nil {
+        if deferringFlush && promise == nil {
             if batch == nil {
                 let capacity = max(Self.batchCapacity, headerLength + length)
                 batch = turnEnd?.spareBatch(capacity: capacity) ?? context.channel.allocator.buffer(capacity: capacity)
@@ -220,7 +220,7 @@ extension WebSocketConnectionHandler {
         }
         writeBatch()
         context.write(wrapOutboundOut(buffer), promise: promise)
-        if inReadLoop {
+        if deferringFlush {
             needsFlush = true
         } else {
             context.flush()

@@ -44,7 +44,12 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// (see `ownStorage`). Rarely used: an empty array allocates nothing (a `CircularBuffer`
     /// allocates its storage up front, 56 bytes per idle connection).
     private var held: [ByteBuffer] = []
-    var inReadLoop = false
+    /// Writes are batched and flushed later (at the read's end, the turn's end or the topic
+    /// drain's end): set while a read is processed, while an async write outside a read is
+    /// framed, and while a published message is written. (It was `inReadLoop`, which it no longer
+    /// only means.)
+    var deferringFlush = false
+    /// Something was written and not yet flushed.
     var needsFlush = false
     /// A flush is queued on the event loop for the async writes of this turn.
     var flushScheduled = false
@@ -216,9 +221,9 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// copy a large held buffer once per message under backpressure).
     private func process(_ input: ByteBuffer, fromChannel: Bool) {
         var buffer = input
-        inReadLoop = true
+        deferringFlush = true
         defer {
-            inReadLoop = false
+            deferringFlush = false
             if stagedMessages { publishMessages() }
         }
         while true {
