@@ -540,6 +540,28 @@ struct ClientProxyTests {
         #expect(tls.serverNames.all == ["localhost"])
     }
 
+    @Test("wss:// to an IP address through a proxy: the certificate is checked against the target's address, not the proxy's")
+    func ipTargetThroughProxy() async throws {
+        let proxy = try await TestConnectProxy.start()  // on 127.0.0.1, which the certificate names
+        let named = try await TLSTestServer.start(host: "127.0.0.1")
+        let unnamed = try await TLSTestServer.start(host: "127.0.0.2")  // not in the certificate
+        defer { Task { await proxy.stop(); await named.stop(); await unnamed.stop() } }
+        let options = WebSocketClient.RequestOptions(proxy: .init(host: "127.0.0.1", port: proxy.port))
+        let client = WebSocketClient(configuration: try ClientTLSFiles.clientTrustingTestCA())
+        try await withConnection("wss://127.0.0.1:\(named.port)/", client: client, requestOptions: options) { connection, inbox in
+            try await expectEcho(connection, inbox)
+        }
+        // Checked against the proxy's address (127.0.0.1) this one passed.
+        let error = try await connectError(client, url: "wss://127.0.0.2:\(unnamed.port)/", requestOptions: options)
+        #expect(error.code == .tlsFailed, "\(error)")
+        #expect(error.message.contains("127.0.0.2"), "\(error)")
+        #expect(proxy.tunnels.all.last == "127.0.0.2:\(unnamed.port)")
+        #expect(unnamed.server.connectionCount == 0)
+        // Without a proxy the same address fails NIOSSL's own check, as before.
+        let direct = try await connectError(client, url: "wss://127.0.0.2:\(unnamed.port)/")
+        #expect(direct.code == .tlsFailed, "\(direct)")
+    }
+
     @Test("a proxy that wants credentials: 407 without them (proxyFailed), tunnel with Basic credentials")
     func authorizingProxy() async throws {
         let expected = "Basic " + Data("user:pa:ss".utf8).base64EncodedString()

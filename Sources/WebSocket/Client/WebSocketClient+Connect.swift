@@ -65,14 +65,21 @@ extension WebSocketClient {
             headerList.append(("Authorization", "Basic " + Base64.encode(Array(userInfo.utf8))))
         }
 
+        let serverName = requestOptions?.serverName ?? (target.hostIsIPAddress ? nil : target.host)
+        let proxy = requestOptions?.proxy
+        // An IP address target through a proxy: NIOSSL would check the certificate against the
+        // socket's peer, the proxy. Its own check is turned off for that connection and
+        // ``WebSocketTLSAddressVerifier`` checks the target's address instead.
+        let verifiedAddress = target.isSecure && proxy != nil && serverName == nil && target.hostIsIPAddress ? target.host : nil
         let tlsContext: NIOSSLContext?
         do {
-            tlsContext = target.isSecure ? try sslContext(for: requestOptions) : nil
+            tlsContext = target.isSecure ? try sslContext(for: requestOptions, checkingHostnames: verifiedAddress == nil) : nil
         } catch {
             throw WebSocketError(.tlsFailed, "The TLS configuration is not usable: \(error)")
         }
-        let serverName = requestOptions?.serverName ?? (target.hostIsIPAddress ? nil : target.host)
-        let proxy = requestOptions?.proxy
+        let addressToVerify = verifiedAddress.flatMap { address in
+            (requestOptions?.tlsConfiguration ?? configuration.tlsConfiguration).certificateVerification == .fullVerification ? address : nil
+        }
         let proxyName = proxy.map { ($0.host.contains(":") ? "[\($0.host)]" : $0.host) + ":\($0.port)" }
         let peer = target.authority + (proxyName.map { " (via proxy \($0))" } ?? "")
         let request = WebSocketClientHandshakeHandler.Request(
@@ -102,7 +109,7 @@ extension WebSocketClient {
                     self.logger.debug("WebSocket over HTTP/1.1", metadata: Self.attemptMetadata(url).merging(["url": "\(url)", "reason": "\(why)"]) { $1 })
                     self.connectHTTP1(
                         target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy,
-                        proxyName: proxyName, promise: promise)
+                        proxyName: proxyName, addressToVerify: addressToVerify, promise: promise)
                 case .failure(let error):
                     promise.fail(error)
                 }
@@ -111,7 +118,7 @@ extension WebSocketClient {
         }
         connectHTTP1(
             target: target, request: request, tlsContext: tlsContext, serverName: serverName, proxy: proxy, proxyName: proxyName,
-            promise: promise)
+            addressToVerify: addressToVerify, promise: promise)
     }
 
     /// The keys of ``WebSocketLogMetadata`` for a line about an attempt that has no connection
@@ -172,7 +179,8 @@ extension WebSocketClient {
     /// Connects over TCP (through the proxy, with TLS) and runs the HTTP/1.1 upgrade.
     private func connectHTTP1(
         target: WebSocketURL, request: WebSocketClientHandshakeHandler.Request, tlsContext: NIOSSLContext?,
-        serverName: String?, proxy: HTTPProxy?, proxyName: String?, promise: EventLoopPromise<WebSocketConnection>
+        serverName: String?, proxy: HTTPProxy?, proxyName: String?, addressToVerify: String? = nil,
+        promise: EventLoopPromise<WebSocketConnection>
     ) {
         let eventLoop = promise.futureResult.eventLoop
         let handshakeTimeout = configuration.handshakeTimeout
@@ -198,6 +206,10 @@ extension WebSocketClient {
                         } catch {
                             throw WebSocketError(.tlsFailed, "Cannot use \"\(serverName ?? "")\" as the TLS server name: \(error)")
                         }
+                        if let addressToVerify {
+                            try pipeline.addHandler(
+                                WebSocketTLSAddressVerifier(address: addressToVerify) { promise.fail(HandshakeFailure(error: $0, response: nil)) })
+                        }
                     }
                     let encoder = HTTPRequestEncoder()
                     let decoder = ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .fireError))
@@ -217,7 +229,15 @@ extension WebSocketClient {
             }
     }
 
-    private func sslContext(for requestOptions: RequestOptions?) throws -> NIOSSLContext {
+    /// The TLS context of a connection; `checkingHostnames: false` turns NIOSSL's host name check
+    /// off (the chain is still verified) for a connection whose address is checked by
+    /// ``WebSocketTLSAddressVerifier``.
+    private func sslContext(for requestOptions: RequestOptions?, checkingHostnames: Bool = true) throws -> NIOSSLContext {
+        if !checkingHostnames {
+            var tls = requestOptions?.tlsConfiguration ?? configuration.tlsConfiguration
+            if tls.certificateVerification == .fullVerification { tls.certificateVerification = .noHostnameVerification }
+            return try NIOSSLContext(configuration: tls)
+        }
         if let custom = requestOptions?.tlsConfiguration {
             return try NIOSSLContext(configuration: custom)
         }
