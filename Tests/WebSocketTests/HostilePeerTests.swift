@@ -49,6 +49,13 @@ struct HostilePeerTests {
         return (process, port)
     }
 
+    /// Starts `hostile_client.py` in `mode` against `port`.
+    static func attacker(_ mode: String, port: Int, _ arguments: [String]) throws -> PeerProcess {
+        try PeerProcess(
+            name: "hostile client (\(mode))", executable: try Interop.python(),
+            arguments: ["-u", Interop.script("hostile_client.py"), mode, "\(port)"] + arguments)
+    }
+
     /// Starts the attacker against `port` and waits for its report, sampling `server`'s RSS and
     /// echoing with a good client on `goodPath` in the meantime. Checks the bound and the echoes.
     static func attack(
@@ -69,9 +76,7 @@ struct HostilePeerTests {
         _ = try await echo(0)
         let baseline = try #require(rss(of: server.pid))
 
-        let attacker = try PeerProcess(
-            name: "hostile client (\(mode))", executable: try Interop.python(),
-            arguments: ["-u", Interop.script("hostile_client.py"), mode, "\(port)", "--path", path, "--seconds", "\(seconds)"] + extra)
+        let attacker = try Self.attacker(mode, port: port, ["--path", path, "--seconds", "\(seconds)"] + extra)
         defer { attacker.killByPID() }
         let report = Task { try await attacker.line(seconds + 30, "the attacker's report") { $0.hasPrefix("hostile: ") } }
         var peak = baseline
@@ -155,9 +160,7 @@ struct HostilePeerTests {
             }
         })
         defer { Task { await server.stop() } }
-        let attacker = try PeerProcess(
-            name: "hostile client (empty-frames)", executable: try Interop.python(),
-            arguments: ["-u", Interop.script("hostile_client.py"), "empty-frames", "\(server.port)", "--seconds", "6"])
+        let attacker = try Self.attacker("empty-frames", port: server.port, ["--seconds", "6"])
         defer { attacker.killByPID() }
         let connection = try await accepted.value(10, "the accepted connection")
         let line = try await attacker.line(40, "the attacker's report") { $0.hasPrefix("hostile: ") }
@@ -176,9 +179,7 @@ struct HostilePeerTests {
             server.onRequest { undecided.append($0) }  // never decided
         })
         defer { Task { await server.stop() } }
-        let attacker = try PeerProcess(
-            name: "hostile client (pending-handshakes)", executable: try Interop.python(),
-            arguments: ["-u", Interop.script("hostile_client.py"), "pending-handshakes", "\(server.port)", "--count", "20", "--seconds", "3"])
+        let attacker = try Self.attacker("pending-handshakes", port: server.port, ["--count", "20", "--seconds", "3"])
         defer { attacker.killByPID() }
         let line = try await attacker.line(30, "the attacker's report") { $0.hasPrefix("hostile: ") }
         #expect(line.contains("answered=12 refused=12"), "\(line)")
@@ -221,9 +222,7 @@ struct HostilePeerTests {
             server.onRequest { _ = try? $0.accept() }
         })
         defer { Task { await server.stop() } }
-        let attacker = try PeerProcess(
-            name: "hostile client (slowloris)", executable: try Interop.python(),
-            arguments: ["-u", Interop.script("hostile_client.py"), "slowloris", "\(server.port)", "--seconds", "8"])
+        let attacker = try Self.attacker("slowloris", port: server.port, ["--seconds", "8"])
         defer { attacker.killByPID() }
         let line = try await attacker.line(30, "the attacker's report") { $0.hasPrefix("hostile: ") }
         #expect(line.contains("closed=1") && line.contains("status=408"), "\(line)")
