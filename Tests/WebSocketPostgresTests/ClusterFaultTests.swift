@@ -283,4 +283,53 @@ extension ClusterTests {
         await a.server.shutDown()
         await b.server.shutDown()
     }
+
+    @Test("two nodes publish to one topic while a third is shut down and started again under its name, mid-stream: every subscriber on a and b gets both publishers' messages once, in order; c's gets everything published after it is back, once, in order")
+    func twoPublishWhileAThirdRestarts() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        var c = try await ClusterNode.start("c", postgres: postgres)
+        let steady = [try await a.subscriber("room"), try await b.subscriber("room")]
+        let before = try await c.subscriber("room")
+        let perNode = 600
+        let restarted = NIOLockedValueBox<Subscriber?>(nil)
+        let restartAt = 200
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for node in [a, b] {
+                group.addTask {
+                    for index in 0..<perNode {
+                        try node.server.publish(TestMessage.make(node.name, index, kind: index % 7 == 0 ? 1 : 3), to: "room")
+                        if index % 50 == 49 {
+                            // Flow control (a round at every steady subscriber), as threeNodes does.
+                            try await waitUntil(60, "\(node.name)'s round at a and b") { steady.allSatisfy { $0.received(from: node.name) > index } }
+                        }
+                    }
+                }
+            }
+            // Node c restarts while they publish.
+            try await waitUntil(60, "the stream under way") { steady.allSatisfy { $0.received(from: "a") >= restartAt && $0.received(from: "b") >= restartAt } }
+            await c.server.shutDown()
+            c = try await ClusterNode.start("c", postgres: postgres)
+            let again = try await c.subscriber("room")
+            restarted.withLockedValue { $0 = again }
+            try await group.waitForAll()
+        }
+        try await waitUntil(60, "every message at a and b") { steady.allSatisfy { $0.count == 2 * perNode } }
+        let again = try #require(restarted.withLockedValue { $0 })
+        try await waitUntil(60, "the last of each at c") { again.has("a", perNode - 1) && again.has("b", perNode - 1) }
+        for (index, subscriber) in (steady + [before, again]).enumerated() {
+            #expect(subscriber.faults.isEmpty, "subscriber \(index): \(subscriber.faults.prefix(5))")
+        }
+        for subscriber in steady { #expect(subscriber.received(from: "a") == perNode && subscriber.received(from: "b") == perNode) }
+        // At c: from its first message of each publisher, every later one (nothing skipped).
+        for publisher in ["a", "b"] {
+            let got = again.received(from: publisher)
+            let first = perNode - got
+            #expect(got > 0 && (first..<perNode).allSatisfy { again.has(publisher, $0) }, "c after the restart: \(got) of \(publisher)'s, from \(first)")
+        }
+        print("twoPublishWhileAThirdRestarts: a and b's subscribers \(steady.map(\.count)) of \(2 * perNode); c before the restart \(before.count), after \(again.received(from: "a")) of a's and \(again.received(from: "b")) of b's; faults \((steady + [before, again]).map { $0.faults.count })")
+        for node in [a, b, c] { await node.server.shutDown() }
+    }
 }
