@@ -31,6 +31,19 @@ import WebSocket
 ///   ``onStateChange(_:)`` and logged.
 /// - Publications that arrive together go in one transaction (one `INSERT` of many rows and one
 ///   `NOTIFY`), not one round trip each.
+/// - A node's identity is its ``incarnation`` (a random UUID per broker), not its
+///   ``Configuration/node`` name: a process restarted under the same name neither loses nor
+///   duplicates publications, and a batch sent again is stored once.
+/// - A publication PostgreSQL refuses to store (rare: topic names with U+0000 are refused by
+///   `publish` already) is dropped and reported (``onDropped(_:)``); the ones behind it go on.
+/// - An application publishes from its own transaction with SQL (any client, e.g. postgres-nio
+///   or psql): `SELECT websocket_publish(topic, payload [, key])` (`<table>_send` for a table
+///   other than the default), `payload` `text` (a text message) or `bytea` (binary). The
+///   message reaches every node's subscribers if and only if the transaction commits. With a
+///   `key`, a second publication with the same key (while the first is in the table, see
+///   ``Configuration/retention``) is not stored and the call returns NULL; otherwise it returns
+///   the row's id. The call takes the broker's advisory lock until the transaction ends (ids in
+///   commit order): publish last, in a short transaction.
 /// - Only topics with a local subscriber cost a node a read: each NOTIFY names the batch's
 ///   topics and the id before it, so a node with no subscriber of them (or that published them)
 ///   moves past the batch without a query; when it reads, rows of other topics come as id,

@@ -27,6 +27,8 @@ struct BrokerValueTests {
         let first = queue.nextBatch()
         #expect(first.map(\.seq) == [2, 3, 4], "at most 3 per batch")
         #expect(queue.nextBatch().map(\.seq) == [2, 3, 4], "still there until committed (sent again after a failure)")
+        #expect(queue.nextBatch(maxCount: 1).map(\.seq) == [2], "one at a time: a refused batch isolated")
+        #expect(queue.nextBatch(maxCount: 10).map(\.seq) == [2, 3, 4], "never past maxBatchCount")
         queue.committed(3)
         #expect(queue.nextBatch().map(\.seq) == [5, 6, 7])
         queue.committed(3)

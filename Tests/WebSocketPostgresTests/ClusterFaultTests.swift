@@ -283,4 +283,96 @@ extension ClusterTests {
         await a.server.shutDown()
         await b.server.shutDown()
     }
+
+    @Test("two nodes publish to one topic while a third is shut down and started again under its name, mid-stream: every subscriber on a and b gets both publishers' messages once, in order; c's gets everything published after it is back, once, in order")
+    func twoPublishWhileAThirdRestarts() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres)
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        var c = try await ClusterNode.start("c", postgres: postgres)
+        let steady = [try await a.subscriber("room"), try await b.subscriber("room")]
+        let before = try await c.subscriber("room")
+        let perNode = 600
+        let restarted = NIOLockedValueBox<Subscriber?>(nil)
+        let restartAt = 200
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for node in [a, b] {
+                group.addTask {
+                    for index in 0..<perNode {
+                        try node.server.publish(TestMessage.make(node.name, index, kind: index % 7 == 0 ? 1 : 3), to: "room")
+                        if index % 50 == 49 {
+                            // Flow control (a round at every steady subscriber), as threeNodes does.
+                            try await waitUntil(60, "\(node.name)'s round at a and b") { steady.allSatisfy { $0.received(from: node.name) > index } }
+                        }
+                    }
+                }
+            }
+            // Node c restarts while they publish.
+            try await waitUntil(60, "the stream under way") { steady.allSatisfy { $0.received(from: "a") >= restartAt && $0.received(from: "b") >= restartAt } }
+            await c.server.shutDown()
+            c = try await ClusterNode.start("c", postgres: postgres)
+            let again = try await c.subscriber("room")
+            restarted.withLockedValue { $0 = again }
+            try await group.waitForAll()
+        }
+        try await waitUntil(60, "every message at a and b") { steady.allSatisfy { $0.count == 2 * perNode } }
+        let again = try #require(restarted.withLockedValue { $0 })
+        try await waitUntil(60, "the last of each at c") { again.has("a", perNode - 1) && again.has("b", perNode - 1) }
+        for (index, subscriber) in (steady + [before, again]).enumerated() {
+            #expect(subscriber.faults.isEmpty, "subscriber \(index): \(subscriber.faults.prefix(5))")
+        }
+        for subscriber in steady { #expect(subscriber.received(from: "a") == perNode && subscriber.received(from: "b") == perNode) }
+        // At c: from its first message of each publisher, every later one (nothing skipped).
+        for publisher in ["a", "b"] {
+            let got = again.received(from: publisher)
+            let first = perNode - got
+            #expect(got > 0 && (first..<perNode).allSatisfy { again.has(publisher, $0) }, "c after the restart: \(got) of \(publisher)'s, from \(first)")
+        }
+        print("twoPublishWhileAThirdRestarts: a and b's subscribers \(steady.map(\.count)) of \(2 * perNode); c before the restart \(before.count), after \(again.received(from: "a")) of a's and \(again.received(from: "b")) of b's; faults \((steady + [before, again]).map { $0.faults.count })")
+        for node in [a, b, c] { await node.server.shutDown() }
+    }
+
+    @Test("node a's network to PostgreSQL cut for 10 s (its veth link down: no FIN, no RST) while a and b each publish about 100/s, then restored: every subscriber gets all of both publishers' messages once, in order", .enabled(if: PostgresNetwork.isAvailable, "needs root for a network namespace"))
+    func networkCut() async throws {
+        let network = try PostgresNetwork.make(links: 2)
+        defer { network.destroy() }
+        let postgres = try await ThrowawayPostgres.start(namespace: network.name, addresses: network.links.map(\.peerAddress))
+        defer { postgres.destroy() }
+        func over(_ link: Int) -> (inout WebSocketPostgresBroker.Configuration) -> Void {
+            { configuration in
+                configuration.postgres = .init(
+                    host: network.links[link].peerAddress, port: postgres.port, username: ThrowawayPostgres.user,
+                    password: ThrowawayPostgres.password, database: ThrowawayPostgres.database, tls: .disable)
+                configuration.queryTimeout = .seconds(2)
+                configuration.connectTimeout = .seconds(2)
+            }
+        }
+        let a = try await ClusterNode.start("a", postgres: postgres, over(0))
+        let b = try await ClusterNode.start("b", postgres: postgres, over(1))
+        let atA = try await a.subscriber("room")
+        let atB = try await b.subscriber("room")
+        let states = StateLog()
+        a.broker.onStateChange { states.append("a", $0) }
+        let total = 1500
+        var restored = false
+        for index in 0..<total {
+            if index == 200 { try network.cut(0) }
+            if index == 1200 { try network.restore(0); restored = true }
+            try a.server.publish(TestMessage.make("a", index, kind: index % 50 == 0 ? 1 : 3), to: "room")
+            try b.server.publish(TestMessage.make("b", index, kind: index % 50 == 0 ? 1 : 3), to: "room")
+            try await Task.sleep(for: .milliseconds(10))   // the publishers' rate: about 100/s each
+        }
+        #expect(restored)
+        #expect(states.sawDegraded("a"), "node a noticed the cut: \(states.sequence("a"))")
+        try await waitUntil(90, "everything at both (a: \(atA.count), b: \(atB.count))") { atA.count == 2 * total && atB.count == 2 * total }
+        for (name, subscriber) in [("a", atA), ("b", atB)] {
+            #expect(subscriber.faults.isEmpty, "at \(name): \(subscriber.faults.prefix(5))")
+            #expect(subscriber.received(from: "a") == total && subscriber.received(from: "b") == total, "at \(name)")
+        }
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "\(2 * total)")
+        print("networkCut: at a's subscriber \(atA.received(from: "a")) of a's, \(atA.received(from: "b")) of b's; at b's \(atB.received(from: "a")) of a's, \(atB.received(from: "b")) of b's (of \(total) each); faults \(atA.faults.count + atB.faults.count); a's states \(states.sequence("a"))")
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
 }

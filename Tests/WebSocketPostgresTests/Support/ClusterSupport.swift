@@ -147,3 +147,73 @@ enum TestMessage {
         }
     }
 }
+
+/// A network namespace of the test's own for PostgreSQL, with veth links to this process's
+/// namespace (one per node, each its own /24 of 10.0.0.0/8), so that a test can take one node's
+/// link down (no FIN, no RST: packets just stop) and up again. Root only (`ip netns`).
+final class PostgresNetwork: Sendable {
+    struct Link: Sendable {
+        let host: String
+        let peer: String
+        let hostAddress: String
+        let peerAddress: String
+    }
+
+    let name: String
+    let links: [Link]
+
+    static var isAvailable: Bool {
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+    }
+
+    private init(name: String, links: [Link]) {
+        self.name = name
+        self.links = links
+    }
+
+    static func make(links count: Int) throws -> PostgresNetwork {
+        let tag = String(UInt16.random(in: 0x1000 ... 0xffff), radix: 16)
+        let name = "wspg\(tag)"
+        let octet = Int.random(in: 100...250)
+        try ip(["netns", "add", name])
+        var links: [Link] = []
+        do {
+            try ip(["netns", "exec", name, "ip", "link", "set", "lo", "up"])
+            for index in 0..<count {
+                let host = "ws\(tag)h\(index)"
+                let peer = "ws\(tag)p\(index)"
+                let link = Link(host: host, peer: peer, hostAddress: "10.\(octet).\(index + 1).1", peerAddress: "10.\(octet).\(index + 1).2")
+                try ip(["link", "add", host, "type", "veth", "peer", "name", peer])
+                links.append(link)
+                try ip(["link", "set", peer, "netns", name])
+                try ip(["addr", "add", "\(link.hostAddress)/24", "dev", host])
+                try ip(["link", "set", host, "up"])
+                try ip(["netns", "exec", name, "ip", "addr", "add", "\(link.peerAddress)/24", "dev", peer])
+                try ip(["netns", "exec", name, "ip", "link", "set", peer, "up"])
+            }
+        } catch {
+            PostgresNetwork(name: name, links: links).destroy()
+            throw error
+        }
+        return PostgresNetwork(name: name, links: links)
+    }
+
+    /// Takes link `index` down on PostgreSQL's side: this side loses its carrier and keeps its
+    /// route, so the node's packets to PostgreSQL are dropped there (taking this side down
+    /// would drop the route, and packets would take the default route off the machine).
+    func cut(_ index: Int) throws { try Self.ip(["netns", "exec", name, "ip", "link", "set", links[index].peer, "down"]) }
+
+    /// Brings link `index` up again.
+    func restore(_ index: Int) throws { try Self.ip(["netns", "exec", name, "ip", "link", "set", links[index].peer, "up"]) }
+
+    /// Deletes the links and the namespace (stop PostgreSQL first).
+    func destroy() {
+        for link in links { _ = try? Self.ip(["link", "del", link.host]) }
+        _ = try? Self.ip(["netns", "del", name])
+    }
+
+    @discardableResult
+    static func ip(_ arguments: [String]) throws -> String {
+        try ThrowawayPostgres.run("/usr/sbin/ip", arguments, asPostgres: false)
+    }
+}

@@ -17,15 +17,20 @@ final class ThrowawayPostgres: Sendable {
 
     let directory: String
     let port: Int
+    /// The network namespace it runs in (nil: this process's), and the addresses it listens on.
+    let namespace: String?
+    let addresses: [String]
 
     /// Whether PostgreSQL 15 is installed (scripts/test.sh installs Debian's `postgresql`).
     static var isInstalled: Bool {
         FileManager.default.isExecutableFile(atPath: "\(binaries)/initdb")
     }
 
-    private init(directory: String, port: Int) {
+    private init(directory: String, port: Int, namespace: String? = nil, addresses: [String] = ["127.0.0.1"]) {
         self.directory = directory
         self.port = port
+        self.namespace = namespace
+        self.addresses = addresses
     }
 
     var url: String { "postgres://\(Self.user):\(Self.password)@127.0.0.1:\(port)/\(Self.database)" }
@@ -34,7 +39,9 @@ final class ThrowawayPostgres: Sendable {
         .init(host: "127.0.0.1", port: port, username: Self.user, password: Self.password, database: Self.database, tls: .disable)
     }
 
-    static func start() async throws -> ThrowawayPostgres {
+    /// Starts one; with `namespace`, inside that network namespace (made by the test), listening
+    /// on `addresses` there and accepting password logins from 10.0.0.0/8.
+    static func start(namespace: String? = nil, addresses: [String] = ["127.0.0.1"]) async throws -> ThrowawayPostgres {
         guard isInstalled else {
             throw PostgresTestError("PostgreSQL 15 is not installed: run `apt-get install postgresql` (scripts/test.sh does it when run as root)")
         }
@@ -49,11 +56,16 @@ final class ThrowawayPostgres: Sendable {
             "-D", directory + "/data", "-U", user, "--pwfile=\(passwordFile)", "--auth-local=trust",
             "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8", "--locale=C",
         ])
+        if namespace != nil {
+            let hba = directory + "/data/pg_hba.conf"
+            let lines = ((try? String(contentsOfFile: hba, encoding: .utf8)) ?? "") + "\nhost all all 10.0.0.0/8 scram-sha-256\n"
+            try lines.write(toFile: hba, atomically: false, encoding: .utf8)
+        }
         // A free port can be taken between the check and the start (suites run in parallel):
         // try another one, three times at most, and say what the server logged.
         var attempt = 0
         while true {
-            let server = ThrowawayPostgres(directory: directory, port: try await freePort())
+            let server = ThrowawayPostgres(directory: directory, port: try await freePort(), namespace: namespace, addresses: addresses)
             do {
                 try server.startServer()
                 try run("\(binaries)/createdb", ["-h", directory, "-p", "\(server.port)", "-U", user, database])
@@ -69,10 +81,17 @@ final class ThrowawayPostgres: Sendable {
 
     /// Starts (again) the server on its port.
     func startServer() throws {
-        try Self.run("\(Self.binaries)/pg_ctl", [
+        let arguments = [
             "-D", directory + "/data", "-l", directory + "/log", "-w", "-t", "30",
-            "-o", "-p \(port) -c listen_addresses=127.0.0.1 -k \(directory) -c fsync=off -c max_connections=60", "start",
-        ])
+            "-o", "-p \(port) -c listen_addresses=\(addresses.joined(separator: ",")) -k \(directory) -c fsync=off -c max_connections=60", "start",
+        ]
+        if let namespace {
+            // The postmaster pg_ctl forks stays in the namespace.
+            let user = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] : []
+            try Self.run("/usr/sbin/ip", ["netns", "exec", namespace] + user + ["\(Self.binaries)/pg_ctl"] + arguments, asPostgres: false)
+        } else {
+            try Self.run("\(Self.binaries)/pg_ctl", arguments)
+        }
     }
 
     /// Stops the server; `immediate` is a crash as far as clients can tell (connections cut,
