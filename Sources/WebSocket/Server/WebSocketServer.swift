@@ -248,9 +248,10 @@ public final class WebSocketServer: Sendable {
     }
 
     /// Whether `maxConnections` is reached, counting open connections and the requests still
-    /// being decided; then the refusal is reported as `upgradeError` and nil returned. Else the
-    /// request's place under the cap (nil-free only when there is a cap): released when the
-    /// request is decided or goes away.
+    /// being decided: `.refused` (reported as `upgradeError`), or `.admitted` with the request's
+    /// place under the cap (nil when there is no cap), released when the request is decided or
+    /// goes away. An accepted request's place is released at `accept`, a moment before its
+    /// connection is counted on the event loop: in that window one more request may pass.
     func reserveConnection() -> WebSocketConnectionSlot.Reservation {
         guard let max = configuration.maxConnections else { return .admitted(nil) }
         let admitted = state.withLockedValue { state -> Bool in
