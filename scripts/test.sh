@@ -60,8 +60,15 @@ for arg in "$@"; do
         --filter|--filter=*|--skip|--skip=*) exec swift test "$@" ;;
     esac
 done
+# Both passes are also written to a log, and what failed is printed again at the end: CI shows the
+# tail of the output, and the parallel pass's failure is otherwise hundreds of lines above it.
+log="$(mktemp "${TMPDIR:-/tmp}/ws-test.XXXXXX")"
 status=0
-swift test --skip "$isolated" "$@" || status=$?
+swift test --skip "$isolated" "$@" 2>&1 | tee "$log" || status=$?
 echo "scripts/test.sh: the suites and tests that measure the process or load the machine, serially: $isolated"
-swift test --skip-build --no-parallel --filter "$isolated" "$@" || status=$?
+swift test --skip-build --no-parallel --filter "$isolated" "$@" 2>&1 | tee -a "$log" || status=$?
+if [ "$status" != 0 ]; then
+    echo "scripts/test.sh: FAILED (exit $status); the failures and issues recorded (full log: $log):"
+    grep -E '✘|error:|recorded an issue|Expectation failed|Fatal error|Caught signal|failed \(' "$log" | head -n 80 || true
+fi
 exit "$status"

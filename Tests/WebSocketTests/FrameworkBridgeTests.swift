@@ -106,7 +106,8 @@ struct FrameworkBridgeTests {
         let listener = try await OtherHTTPServer.start { channel in
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                 withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
-            // completeUpgrade off the loop hops to it (it once asserted, and raced in release).
+            // completeUpgrade off the loop hops to it (it once asserted, and raced in release),
+            // and may come after the client's first frame.
             try channel.pipeline.syncOperations.addHandler(OtherHTTPServer.Upgrading(server: server, offLoop: completingOffLoop))
         }
         defer { Task { try? await listener.close() } }
@@ -267,7 +268,13 @@ enum OtherHTTPServer {
                         _ = pipeline.removeHandler(context: context)
                         if self.offLoop {
                             let server = self.server
-                            Task.detached { server.completeUpgrade(answer, on: channel) }
+                            // Later than the client's first frame (it sends on the 101): that
+                            // frame waits in the socket, as reading stopped at the accept (it
+                            // was lost in the emptied pipeline before).
+                            Task.detached {
+                                try? await Task.sleep(for: .milliseconds(300))
+                                server.completeUpgrade(answer, on: channel)
+                            }
                         } else {
                             self.server.completeUpgrade(answer, on: channel)
                         }

@@ -100,9 +100,11 @@ extension WebSocketServer {
     /// HTTP server has written the 101 and taken its HTTP handlers out of the pipeline: the
     /// connection's handler goes at the end of the pipeline and the connection opens (the
     /// server's `connect` event). For a refusal it closes the channel. Call it on the channel's
-    /// event loop; bytes the client sent after its request must reach the pipeline after this.
-    /// Called from another thread, it hops to the channel's event loop (the pipeline and the
-    /// connection's handler are the loop's alone).
+    /// event loop, or from another thread: it hops to the channel's event loop (the pipeline and
+    /// the connection's handler are the loop's alone). The channel stops reading (`autoRead`
+    /// off) when the request is accepted and starts again here, so frames the client sends
+    /// right after the 101 wait in the socket until the connection's handler is in place; what
+    /// the HTTP server's decoder had read already must reach the pipeline after this.
     public func completeUpgrade(_ response: WebSocketUpgradeResponse, on channel: Channel) {
         guard channel.eventLoop.inEventLoop else {
             channel.eventLoop.execute { self.completeUpgrade(response, on: channel) }
@@ -125,6 +127,11 @@ extension WebSocketServer {
             return
         }
         connectionOpened(connection)
+        if response.resumesReading {
+            // Reading stopped at the accept (see FrameworkHandshakeResponder): the connection's
+            // handler is in place, so the client's first frames are its own.
+            try? channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+        }
     }
 }
 
@@ -143,6 +150,9 @@ public struct WebSocketUpgradeResponse: Sendable {
     public var body: String
     /// The accepted connection, waiting for ``WebSocketServer/completeUpgrade(_:on:)``.
     let connection: WebSocketConnection?
+    /// The channel stopped reading when the request was accepted (`autoRead` off until
+    /// ``WebSocketServer/completeUpgrade(_:on:)`` puts the connection's handler in place).
+    let resumesReading: Bool
 
     /// Whether the request was accepted (the status is 101).
     public var isAccepted: Bool { connection != nil }
@@ -153,7 +163,7 @@ public struct WebSocketUpgradeResponse: Sendable {
             headers.add(name: name, value: WebSocketServerHandshakeHandler.fieldText(value))
         }
         headers.add(name: "Connection", value: "close")
-        return Self(status: status, headers: headers, body: body, connection: nil)
+        return Self(status: status, headers: headers, body: body, connection: nil, resumesReading: false)
     }
 }
 
@@ -161,6 +171,7 @@ public struct WebSocketUpgradeResponse: Sendable {
 /// promise. Lives on the channel's event loop.
 final class FrameworkHandshakeResponder: WebSocketHandshakeResponder {
     let promise: EventLoopPromise<WebSocketUpgradeResponse>
+    private let channel: Channel
     private let key: String
     private var answered = false
     var requestTimer: Scheduled<Void>?
@@ -168,6 +179,7 @@ final class FrameworkHandshakeResponder: WebSocketHandshakeResponder {
 
     init(channel: Channel, key: String) {
         self.promise = channel.eventLoop.makePromise(of: WebSocketUpgradeResponse.self)
+        self.channel = channel
         self.key = key
     }
 
@@ -184,7 +196,23 @@ final class FrameworkHandshakeResponder: WebSocketHandshakeResponder {
             ("Sec-WebSocket-Accept", WebSocketHandshake.acceptValue(forKey: key)),
         ])
         for (name, value) in headers { response.add(name: name, value: value) }
-        promise.succeed(WebSocketUpgradeResponse(status: .switchingProtocols, headers: response, body: "", connection: connection))
+        // The client may send as soon as it reads the 101, and the HTTP server may call
+        // completeUpgrade later (from a task, off the loop): until the connection's handler is in
+        // the pipeline, what arrives would pass the emptied pipeline and be lost. So the channel
+        // stops reading here (what the HTTP server's decoder holds still reaches the handler) and
+        // completeUpgrade starts it again.
+        let pausedReading = Self.pauseReading(channel)
+        promise.succeed(
+            WebSocketUpgradeResponse(
+                status: .switchingProtocols, headers: response, body: "", connection: connection, resumesReading: pausedReading))
+    }
+
+    /// Turns the channel's `autoRead` off if it was on; whether it did.
+    private static func pauseReading(_ channel: Channel) -> Bool {
+        guard channel.eventLoop.inEventLoop, let options = channel.syncOptions,
+            (try? options.getOption(ChannelOptions.autoRead)) == true
+        else { return false }
+        return (try? options.setOption(ChannelOptions.autoRead, value: false)) != nil
     }
 
     func reject(status: Int, reason: String?, extraHeaders: [String: String]) {
