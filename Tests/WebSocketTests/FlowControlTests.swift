@@ -42,6 +42,57 @@ struct FlowControlTests {
         #expect(flow.releaseAll() == .read)
     }
 
+    @Test("the decode budget: past 1 MiB decoded in a turn delivery holds until the next turn; while the consumer lags, until it catches up")
+    func decodeBudget() {
+        var flow = Self.flow()
+        let message = 300 * 1024
+        // Three messages fit (900 KiB and their overheads); the fourth spends the budget, once.
+        let first3 = [flow.decoded(message), flow.decoded(message), flow.decoded(message)]
+        #expect(first3 == [false, false, false])
+        let fourth = flow.decoded(message)
+        #expect(fourth)
+        #expect(flow.holdsDelivery && flow.holdsReads)
+        let again = flow.decoded(1)
+        #expect(!again)  // reported once per turn
+        // The reads' end does not lift it: the next turn does.
+        flow.readsEnded()
+        #expect(flow.holdsDelivery)
+        let lifted = flow.turnEnded()
+        #expect(lifted)
+        #expect(!flow.holdsDelivery && flow.decodedBytes == 0)
+        let liftedAgain = flow.turnEnded()
+        #expect(!liftedAgain)  // nothing to lift
+        // A turn that did not spend it starts the next one from zero.
+        let turn1 = flow.decoded(900 * 1024)
+        flow.readsEnded()
+        let turn2 = flow.decoded(900 * 1024)
+        #expect(!turn1 && !turn2)
+        // Empty messages count too (the per-message overhead).
+        flow.readsEnded()
+        var spent = false
+        for _ in 0..<(Flow.decodeBudget / Flow.perMessageOverhead) { spent = flow.decoded(0) || spent }
+        #expect(!spent)
+        let oneMore = flow.decoded(0)
+        #expect(oneMore)
+        let liftedEmpty = flow.turnEnded()
+        #expect(liftedEmpty)
+        // While the consumer lags, neither the reads' end nor a turn gives a new budget: only
+        // its catching up does.
+        flow.hold(.consumerLagging)
+        let lagging = flow.decoded(2 << 20)
+        #expect(lagging)
+        flow.readsEnded()
+        let liftedWhileLagging = flow.turnEnded()
+        #expect(!liftedWhileLagging && flow.holdsDelivery)
+        flow.unhold(.consumerLagging)
+        #expect(!flow.holdsDelivery && flow.decodedBytes == 0)
+        // A message limit near Int.max saturates instead of trapping.
+        let huge = [flow.decoded(Int.max), flow.decoded(Int.max)]
+        #expect(huge == [true, false])
+        let released = flow.releaseAll()
+        #expect(released == .none && !flow.holdsDelivery && flow.decodedBytes == 0)
+    }
+
     @Test("the send cap: below the high watermark every send goes; past the cap the policy")
     func sendCap() {
         var close = Self.flow(max: 100 * 1024)

@@ -248,6 +248,7 @@ struct ReconnectTests {
         let events = ClientEvents(client)
         client.connect(a.url)
         _ = try await events.connects.value(10, "the connection")
+        try await waitUntil(10, "node a's connection") { !a.connections.all.isEmpty }
         try #require(a.connections.all.first).socket.close(promise: nil)
         let attempt = try await events.reconnecting.value(10, "reconnecting")
         #expect(attempt.delay <= .seconds(600) && attempt.delay >= .seconds(300))
@@ -405,6 +406,7 @@ extension ReconnectTests {
         #expect(events.reconnected.pending().isEmpty, "the first connection is no reconnection")
 
         // It reconnects as any connection does once open.
+        try await waitUntil(10, "node b's connection") { !b.connections.all.isEmpty }
         try #require(b.connections.all.first).socket.close(promise: nil)
         #expect(try await events.reconnecting.value(10, "reconnecting after the drop").cause.closeCode == 1006)
         #expect(try await events.reconnected.value(10, "reconnected") !== connection)
@@ -476,6 +478,9 @@ extension ReconnectTests {
                 count += 1
                 log.append("connection \(count)")
                 if count == 1 {
+                    // The node records its connection after accept() returns, which may be after
+                    // the client has read the 101.
+                    try await waitUntil(10, "node a's connection") { !a.connections.all.isEmpty }
                     try #require(a.connections.all.first).socket.close(promise: nil)  // the node dies
                 } else {
                     try await connection.close(code: .normal)

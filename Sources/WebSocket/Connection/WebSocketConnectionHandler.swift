@@ -171,6 +171,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        flow.readsEnded()
         if runJobsAtReadEnd {
             runJobsAtReadEnd = false
             turnEnd?.runQueuedJobs()
@@ -242,6 +243,7 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         switch inbound {
         case .deliver(let event):
             metrics?.received(event)
+            if flow.decoded(event.payloadSize) { decodeBudgetSpent() }
             switch connection.deliver(event) {
             case .delivered: break
             case .backpressure:
@@ -351,6 +353,17 @@ final class WebSocketConnectionHandler: ChannelDuplexHandler {
         runJobsAtReadEnd = false
         flushIfNeeded()
         if flow.readIfWanted() == .read { context.read() }
+    }
+
+    /// This turn decoded ``WebSocketFlowControl/decodeBudget`` bytes (`process` keeps the rest
+    /// of its input): the loop's next turn starts a new budget and delivers what waits, unless
+    /// the `messages` consumer lags (its catching up does then).
+    private func decodeBudgetSpent() {
+        guard let context else { return }
+        metrics?.server.pausesIn.increment()
+        context.eventLoop.assumeIsolated().execute {
+            if self.flow.turnEnded() { self.resumeIfPossible(releasing: []) }
+        }
     }
 
     /// The pong that waited for the write buffer to drain.

@@ -30,7 +30,20 @@ struct WebSocketFlowControl {
         static let consumerLagging = Holds(rawValue: 1 << 2)
         /// The socket's write buffer is above its high watermark: the peer reads too slowly.
         static let outboundFull = Holds(rawValue: 1 << 3)
+        /// This turn of the loop (or, while the `messages` consumer lags, the time since it
+        /// last caught up) decoded ``decodeBudget`` bytes: the rest of the input waits unparsed.
+        static let decodeBudgetSpent = Holds(rawValue: 1 << 4)
     }
+
+    /// The decoded bytes (payloads, plus ``perMessageOverhead`` each) one turn of the event loop
+    /// hands to the application before the rest of what was read waits for the next turn; while
+    /// the `messages` consumer lags, the bytes it may be handed beyond what it already holds.
+    /// Without compression a turn reads at most a few receive buffers (16 KiB each), so this is
+    /// never reached; with permessage-deflate it bounds what a few KiB from the wire can become
+    /// (about 1,000 times as much) before backpressure applies.
+    static let decodeBudget = 1 << 20
+    /// What a decoded message costs beside its payload in ``decodeBudget`` (its event, its slot).
+    static let perMessageOverhead = 64
 
     /// What the I/O layer must do about reading.
     enum ReadAction: Equatable {
@@ -69,9 +82,13 @@ struct WebSocketFlowControl {
         self.highWaterMark = highWaterMark
     }
 
+    /// Decoded bytes counted against ``decodeBudget`` since the turn began (or since the lagging
+    /// consumer last caught up).
+    private(set) var decodedBytes = 0
+
     /// Input already read is kept unparsed for these holds (nothing may be delivered); for the
     /// others only the next read waits.
-    var holdsDelivery: Bool { !holds.isDisjoint(with: [.awaitingListener, .pausedByUser]) }
+    var holdsDelivery: Bool { !holds.isDisjoint(with: [.awaitingListener, .pausedByUser, .decodeBudgetSpent]) }
     /// Whether the next read from the socket waits.
     var holdsReads: Bool { !holds.isEmpty }
     /// Whether the write buffer is above its high watermark.
@@ -94,21 +111,61 @@ struct WebSocketFlowControl {
 
     /// Releases `reason`; reads if a read was wanted and nothing holds any more.
     mutating func release(_ reason: Holds) -> ReadAction {
-        holds.remove(reason)
+        unhold(reason)
         return readIfWanted()
     }
 
     /// Releases `reason` without deciding on reading yet (the I/O layer first delivers what was
-    /// held, which may hold again, then asks ``readIfWanted()``).
+    /// held, which may hold again, then asks ``readIfWanted()``). The consumer catching up
+    /// starts a new decode budget.
     mutating func unhold(_ reason: Holds) {
         holds.remove(reason)
+        if reason.contains(.consumerLagging) { resetDecodeBudget() }
     }
 
     /// The connection is closing: the peer must be read until it goes (its close frame, or its
     /// EOF), whatever held reading.
     mutating func releaseAll() -> ReadAction {
         holds = []
+        decodedBytes = 0
         return readIfWanted()
+    }
+
+    // MARK: Decoding
+
+    /// A message or frame of `size` payload bytes was decoded and handed on. True when that
+    /// spent the budget: delivery holds (``Holds/decodeBudgetSpent``) and the I/O layer keeps
+    /// the rest of its input unparsed and calls ``turnEnded()`` on the loop's next turn.
+    mutating func decoded(_ size: Int) -> Bool {
+        // Saturating: a configured maxReceivedMessageSize may be near Int.max.
+        let cost = size > Int.max - Self.perMessageOverhead ? Int.max : size + Self.perMessageOverhead
+        decodedBytes = decodedBytes > Int.max - cost ? Int.max : decodedBytes + cost
+        guard decodedBytes > Self.decodeBudget, !holds.contains(.decodeBudgetSpent) else { return false }
+        holds.insert(.decodeBudgetSpent)
+        return true
+    }
+
+    /// A turn of the event loop ended (a read's end, or the turn after the budget was spent):
+    /// the next turn gets a new budget, unless the `messages` consumer lags (then its catching
+    /// up does, ``unhold(_:)``). True when that lifted ``Holds/decodeBudgetSpent``: deliver
+    /// what waits.
+    mutating func turnEnded() -> Bool {
+        guard !holds.contains(.consumerLagging) else { return false }
+        let wasSpent = holds.contains(.decodeBudgetSpent)
+        resetDecodeBudget()
+        return wasSpent
+    }
+
+    /// The channel's reads of one wake-up ended: the next gets a new budget, unless the budget
+    /// is spent (the turn ``turnEnded()`` runs on lifts it) or the consumer lags.
+    mutating func readsEnded() {
+        guard decodedBytes > 0, !holds.contains(.decodeBudgetSpent), !holds.contains(.consumerLagging) else { return }
+        decodedBytes = 0
+    }
+
+    private mutating func resetDecodeBudget() {
+        decodedBytes = 0
+        holds.remove(.decodeBudgetSpent)
     }
 
     /// Whether a read wanted earlier may go now (after delivery resumed, say).
