@@ -92,6 +92,33 @@ struct AsyncAPITests {
         await #expect { try await serverSide.write("late") } throws: { ($0 as? WebSocketError)?.code == .notConnected }
     }
 
+    @Test("a write from another thread that the close overtakes on the loop throws (it once returned, and the loop dropped the message)")
+    func offLoopWriteOvertakenByClose() async throws {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections { $0.keepalive = false }
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url)
+        let serverSide = try await accepted.value()
+        // The loop is held; behind the hold, the close; behind the close, the write, which
+        // found the connection open when it was called (off the loop).
+        let gate = ConditionLock(value: 0)
+        serverSide.eventLoop.execute {
+            gate.lock(whenValue: 1)
+            gate.unlock()
+        }
+        serverSide.eventLoop.execute { try? serverSide.close(reasonCode: 1000, description: "bye") }
+        let write = Task { try await serverSide.write("overtaken by the close") }
+        try await withTimeout(10, "the write to reach the loop's queue") {
+            while serverSide.state.withLockedValue({ $0.bytesInTransit }) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        #expect(serverSide.closeReasonCode == -1)
+        gate.lock()
+        gate.unlock(withValue: 1)
+        await #expect { try await withTimeout(10, "the write") { try await write.value } } throws: {
+            ($0 as? WebSocketError)?.code == .notConnected
+        }
+        client.drop(reasonCode: 1001, skipCloseFrame: true)
+    }
+
     @Test("async close returns the result once closed: a completed handshake")
     func asyncClose() async throws {
         let server = try await TestServer.echo()

@@ -78,7 +78,9 @@ extension WebSocketConnection {
     /// Sends a message of either kind, suspending only while the connection's outbound buffer
     /// is above its high watermark (`writeBufferWaterMark.high`, 64 KiB by default): the way
     /// Python `websockets`' `send` awaits drain. A burst of small writes to a reader that keeps
-    /// up never suspends and costs no continuation.
+    /// up never suspends and costs no continuation. From a task off the connection's event loop
+    /// it suspends until the loop has taken the message (one hop), so that a refusal there (the
+    /// close overtook it, an extension failed) is thrown, not lost.
     ///
     /// Returning means the message is queued in order, not that the peer has it. Throws
     /// ``WebSocketError/Code-swift.struct/notConnected`` once the connection is closing or
@@ -200,14 +202,26 @@ extension WebSocketConnection {
             return true
         }
         guard open else { throw WebSocketError(.notConnected, "Cannot send: the connection is closing or closed") }
-        eventLoop.execute {
-            _ = self.handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress)
-            let drained = self.state.withLockedValue { state -> Bool in
-                state.bytesInTransit -= size
-                return !state.writeWaiters.isEmpty
-            }
-            if drained { self.wakeWaitingWrites() }
+        // The write returns once the loop has taken the message, and throws its refusal (the
+        // close began meanwhile, an extension failed): it once returned before, and a message
+        // the loop then dropped was reported as written. A loop that has shut down fails the
+        // future rather than leaving the write waiting.
+        let refusal: WebSocketError?
+        do {
+            refusal = try await eventLoop.submit { () -> WebSocketError? in
+                let refusal = self.handler.sendMessageDeferringFlush(opcode: opcode, payload: payload, compress: compress)
+                let drained = self.state.withLockedValue { state -> Bool in
+                    state.bytesInTransit -= size
+                    return !state.writeWaiters.isEmpty
+                }
+                if drained { self.wakeWaitingWrites() }
+                return refusal
+            }.get()
+        } catch {
+            state.withLockedValue { $0.bytesInTransit -= size }
+            throw WebSocketError(.notConnected, "Cannot send: the connection's event loop has shut down")
         }
+        if let refusal { throw refusal }
         if !canWriteMore { try await waitUntilWritable() }
     }
 
