@@ -111,6 +111,73 @@ extension ClusterTests {
         await b.server.shutDown()
     }
 
+    @Test("issue 30's outage with readers slower than the burst: node b's 3 subscribers read 250 messages/s (5 times the publish rate) and node a's writer stores the outage's 200 publications (about 8 MB) in one go after the restart; with the servers' default maxBackpressure (1 MiB) every message a subscriber lacks is one the server counted as skipped (known issue: some are skipped, see the comment)")
+    func outageBurstToReadersSlowerThanTheBurst() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let defaultBackpressure = WebSocketServer.Configuration().maxBackpressure
+        let defaults = WebSocketPostgresBroker.Configuration(postgres: postgres.configuration)
+        let configure = { (configuration: inout WebSocketPostgresBroker.Configuration) in
+            configuration.reconnectInitialDelay = defaults.reconnectInitialDelay
+            configuration.reconnectMaxDelay = defaults.reconnectMaxDelay
+        }
+        let a = try await ClusterNode.start("a", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
+        let b = try await ClusterNode.start("b", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
+        var subscribers: [Subscriber] = []
+        var readers: [Task<Void, Never>] = []
+        for _ in 0..<2 { subscribers.append(try await a.subscriber("room")) }
+        for _ in 0..<3 {
+            let (subscriber, reading) = try await b.slowSubscriber("room", pace: .milliseconds(4))
+            subscribers.append(subscriber)
+            readers.append(reading)
+        }
+        defer { for reader in readers { reader.cancel() } }
+        let total = 300
+        var restart: Task<Void, any Error>?
+        for index in 0..<total {
+            if index == 100 {
+                try postgres.stopServer(immediate: true)
+                restart = Task.detached {
+                    try await Task.sleep(for: .seconds(3))   // the outage's length: the scenario, not a wait
+                    try postgres.startServer()
+                }
+            }
+            // Small text, 20 KB text and 100 KiB binary in turn, as in the issue.
+            try a.server.publish(TestMessage.make("a", index, kind: [3, 1, 0][index % 3]), to: "room")
+            try await Task.sleep(for: .milliseconds(20))   // the publisher's rate: about 50/s
+        }
+        try await restart?.value
+        let all = subscribers
+        try? await waitUntil(60, "all \(total) at every subscriber, or some skipped") {
+            all.reduce(0) { $0 + $1.received(from: "a") } + b.server.skippedPublishedMessages + a.server.skippedPublishedMessages == all.count * total
+        }
+        let counts = subscribers.map { $0.received(from: "a") }
+        let skipped = b.server.skippedPublishedMessages
+        print("outageBurstToReadersSlowerThanTheBurst: received per subscriber \(counts) of \(total) (a: 2, b: 3), skipped at a \(a.server.skippedPublishedMessages), at b \(skipped), stored \((try? postgres.psql("SELECT count(*) FROM websocket_publications")) ?? "?")")
+        for (index, subscriber) in subscribers.enumerated() {
+            #expect(subscriber.faults.isEmpty, "subscriber \(index): \(subscriber.faults.prefix(5))")
+        }
+        // The cause of issue 30's 250-256 of 300 at node b: not the broker (every publication is
+        // stored, and node b reads and delivers every row), but the topic layer's maxBackpressure
+        // skip policy meeting the burst node b delivers when node a's writer stores its outage
+        // queue (200 publications, about 8 MB, read in two pages of 4 MiB and handed to the
+        // subscribers at once): a subscriber that reads 5 times faster than the publishers
+        // publish still falls more than 1 MiB behind the burst. Measured: [300, 300, 272, 272,
+        // 264] received, 92 skipped at b. The fix needs the topic layer to let a broker wait for
+        // its subscribers' queues (WebSocketBrokerDelivery), which the broker cannot see.
+        withKnownIssue("issue 30: a broker's burst meets maxBackpressure's skip policy at the receiving node", isIntermittent: true) {
+            for (index, subscriber) in subscribers.enumerated() {
+                #expect(subscriber.received(from: "a") == total, "subscriber \(index): \(counts)")
+            }
+            #expect(skipped == 0)
+        }
+        // What one did not get, the server counted as skipped: nothing goes missing unreported.
+        #expect(subscribers.reduce(0) { $0 + total - $1.received(from: "a") } == skipped + a.server.skippedPublishedMessages)
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "\(total)")
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
     @Test("a topic name with U+0000: subscribe and publish throw invalidArgument on every server (broker or not), and the publications after it reach the other node (before: accepted, and the writer retried the batch PostgreSQL refused for ever)")
     func nulTopic() async throws {
         let postgres = try await ThrowawayPostgres.start()

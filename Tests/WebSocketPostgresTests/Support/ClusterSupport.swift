@@ -67,6 +67,25 @@ struct ClusterNode: Sendable {
         try await waitUntil(10, "the subscription on \(name)") { server.subscriberCount(of: topic) > 0 }
         return subscriber
     }
+
+    /// A client subscribed to `topic` on this node that takes `pace` over each message (it reads
+    /// with ``WebSocket/WebSocketConnection/messages``, so its socket is read no faster: TCP
+    /// backpressure reaches the server), recording what it receives. Cancel the task to stop it.
+    func slowSubscriber(_ topic: String, pace: Duration) async throws -> (Subscriber, Task<Void, Never>) {
+        let before = server.subscriberCount(of: topic)
+        let connection = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/\(topic)")
+        let subscriber = Subscriber(connection: connection)
+        let reading = Task {
+            do {
+                for try await message in connection.messages {
+                    subscriber.receive(message)
+                    try await Task.sleep(for: pace)   // the reader's pace: the scenario, not a wait
+                }
+            } catch {}
+        }
+        try await waitUntil(10, "the subscription on \(name)") { server.subscriberCount(of: topic) > before }
+        return (subscriber, reading)
+    }
 }
 
 /// What a client received: every message's publisher and index (checked for content as it
