@@ -178,6 +178,54 @@ extension ClusterTests {
         await b.server.shutDown()
     }
 
+    @Test("PostgreSQL stopped (immediate) for longer than node a's outage queue holds (maxQueuedBytes 256 KiB): publish throws brokerUnavailable past it, never drops silently; after the restart every accepted publication reaches node b once, in order, none of the refused ones anywhere, and publishing works again")
+    func outageLongerThanTheQueue() async throws {
+        let postgres = try await ThrowawayPostgres.start()
+        defer { postgres.destroy() }
+        let a = try await ClusterNode.start("a", postgres: postgres) { $0.maxQueuedBytes = 256 << 10 }
+        let b = try await ClusterNode.start("b", postgres: postgres)
+        let local = try await a.subscriber("room")
+        let remote = try await b.subscriber("room")
+        for index in 0..<10 { try a.server.publish(TestMessage.make("a", index, kind: 1), to: "room") }
+        try await waitUntil(30, "the first 10 at node b") { remote.received(from: "a") == 10 }
+        try postgres.stopServer(immediate: true)
+        try await waitUntil(30, "node a degraded") { if case .degraded = a.broker.state { true } else { false } }
+        // 20 KB each: about 13 fit in 256 KiB. Publish 40 while PostgreSQL is down.
+        var accepted: [Int] = Array(0..<10)
+        var refused: [Int] = []
+        for index in 10..<50 {
+            do {
+                try a.server.publish(TestMessage.make("a", index, kind: 1), to: "room")
+                accepted.append(index)
+            } catch {
+                #expect(error.code == .brokerUnavailable, "\(error)")
+                refused.append(index)
+            }
+        }
+        let queuedWhileDown = a.broker.queuedBytes
+        try postgres.startServer()
+        let acceptedCount = accepted.count
+        try await waitUntil(60, "the accepted ones at node b (has \(remote.received(from: "a")) of \(acceptedCount))") {
+            remote.received(from: "a") == acceptedCount
+        }
+        // And it takes publications again once the queue drained.
+        try await waitUntil(30, "node a's queue to drain") { a.broker.queuedCount == 0 }
+        try a.server.publish(TestMessage.make("a", 50, kind: 1), to: "room")
+        accepted.append(50)
+        try await waitUntil(30, "the one after at node b") { remote.has("a", 50) }
+        print("outageLongerThanTheQueue: \(accepted.count - 11) of 40 accepted during the outage (\(queuedWhileDown) bytes queued), \(refused.count) refused with brokerUnavailable; node b got \(remote.received(from: "a")) of \(accepted.count) accepted, node a's subscriber \(local.received(from: "a")); stored \((try? postgres.psql("SELECT count(*) FROM websocket_publications")) ?? "?")")
+        #expect(!refused.isEmpty && refused.count < 40, "some fit, the rest were refused: \(refused.count)")
+        #expect(queuedWhileDown <= 256 << 10)
+        for subscriber in [local, remote] {
+            #expect(subscriber.faults.isEmpty, "\(subscriber.faults.prefix(5))")
+            #expect(subscriber.received(from: "a") == accepted.count)
+            #expect(accepted.allSatisfy { subscriber.has("a", $0) } && !refused.contains { subscriber.has("a", $0) })
+        }
+        #expect(try postgres.psql("SELECT count(*) FROM websocket_publications") == "\(accepted.count)")
+        await a.server.shutDown()
+        await b.server.shutDown()
+    }
+
     @Test("a topic name with U+0000: subscribe and publish throw invalidArgument on every server (broker or not), and the publications after it reach the other node (before: accepted, and the writer retried the batch PostgreSQL refused for ever)")
     func nulTopic() async throws {
         let postgres = try await ThrowawayPostgres.start()
