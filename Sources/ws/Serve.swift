@@ -52,7 +52,7 @@ struct Serve: AsyncParsableCommand {
         valueName: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"))
     var cluster: String?
 
-    @Option(help: "This server's name in the cluster (default: host, process id and a random suffix; unique per running server).")
+    @Option(help: "This server's name in the cluster, for logs and the table's node column (default: host, process id and a random suffix). It need not be unique: publications are told apart by a random identity each start makes, so a restart may keep the name.")
     var node: String?
 
     @Option(help: "The least severe log level shown: trace, debug, info, notice, warning, error, critical.")
