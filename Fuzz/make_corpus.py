@@ -121,3 +121,80 @@ inflate_seed("bomb", 0x04, [deflate(bytes(1 << 20))])
 inflate_seed("reset", 0x09, [deflate(b"abc" * 50), deflate(b"abc" * 50)])
 inflate_seed("final-block", 0x0A, [zlib.compressobj(6, zlib.DEFLATED, -15).compress(b"x") + zlib.compressobj(6, zlib.DEFLATED, -15).flush()])
 inflate_seed("stored", 0x06, [b"\x00\x05\x00\xfa\xffhello"])
+
+# (f) FuzzClientHandshake: mode, piece size, the server's bytes ("{A}" is the right accept value).
+def client(name, mode, param, data):
+    write("FuzzClientHandshake", name, bytes([mode, param]) + data)
+
+
+R101 = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {A}\r\n"
+U = lambda *frames: b"".join(frames)  # the server's frames are unmasked
+client("valid", 0x00, 0, R101 + b"\r\n")
+client("protocol-frames", 0x01, 0, R101 + b"Sec-WebSocket-Protocol: chat\r\n\r\n"
+       + U(frame(1, b"hello", masked=False), frame(9, b"p", masked=False), frame(8, close(1000), masked=False)))
+client("deflate-split", 0x0E, 5, R101 + b"Sec-WebSocket-Protocol: superchat\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_max_window_bits=10\r\n\r\n"
+       + frame(1, deflate(b"hello hello hello"), rsv1=True, masked=False))
+client("wrong-accept", 0x00, 0, R101.replace(b"{A}", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") + b"\r\n")
+client("not-offered", 0x00, 0, R101 + b"Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n")
+client("refused-body", 0x08, 17, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\nX-Reason: no\r\n\r\nForbidden")
+client("body-until-close", 0x10, 0, b"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\n" + b"x" * 3000)
+client("chunked", 0x00, 0, b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+client("continue-then-101", 0x00, 0, b"HTTP/1.1 100 Continue\r\n\r\n" + R101 + b"\r\n")
+client("incomplete", 0x10, 0, R101)
+
+# (g) FuzzProxyReply: mode, piece size, the proxy's bytes.
+def proxy(name, mode, param, data):
+    write("FuzzProxyReply", name, bytes([mode, param]) + data)
+
+
+proxy("established", 0x00, 0, b"HTTP/1.1 200 Connection established\r\n\r\n")
+proxy("with-tunnel-bytes", 0x02, 6, b"HTTP/1.0 200 OK\r\nProxy-Agent: fuzz\r\n\r\n\x16\x03\x01\x00\x05hello")
+proxy("auth-required", 0x00, 0, b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"p\"\r\nContent-Length: 0\r\n\r\n")
+proxy("bad-credentials", 0x01, 0, b"HTTP/1.1 407 Nope\r\n\r\n")
+proxy("malformed", 0x02, 0, b"SSH-2.0-OpenSSH\r\n\r\n")
+proxy("closed-early", 0x04, 0, b"HTTP/1.1 200 Connection")
+proxy("lf-only", 0x00, 0, b"HTTP/1.1 200 OK\n\n")
+
+# (h) FuzzHTTP2Server: mode, piece size, the client's bytes (after the preface when bit 2 is set).
+def h2frame(type_, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([type_, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack(fields):
+    out = b""
+    for name, value in fields:  # literal without indexing, new name, no Huffman coding
+        name, value = name.encode(), value.encode()
+        assert len(name) < 127 and len(value) < 127
+        out += bytes([0x00, len(name)]) + name + bytes([len(value)]) + value
+    return out
+
+
+def connect_fields(path="/chat", extra=()):
+    return [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"), (":path", path),
+            (":authority", "127.0.0.1"), ("sec-websocket-version", "13")] + list(extra)
+
+
+def h2(name, mode, param, frames, own_preface=False):
+    data = b"".join(frames)
+    if own_preface:
+        data = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2frame(4, 0, 0, b"") + data
+    write("FuzzHTTP2Server", name, bytes([mode, param]) + data)
+
+
+ACK = h2frame(4, 1, 0, b"")
+WS = frame(1, b"hello") + frame(9, b"p") + frame(8, close(1000))
+h2("extended-connect", 0x04, 0, [ACK, h2frame(1, 4, 1, hpack(connect_fields(extra=[("sec-websocket-protocol", "chat")]))),
+                                  h2frame(0, 0, 1, WS)])
+h2("own-preface-deflate", 0x00, 0, [ACK, h2frame(1, 4, 1, hpack(connect_fields(extra=[("sec-websocket-extensions", "permessage-deflate; client_max_window_bits")]))),
+                                     h2frame(0, 0, 1, frame(1, deflate(b"hello hello"), rsv1=True)), h2frame(0, 1, 1, b"")], own_preface=True)
+h2("two-streams-and-get", 0x07, 0, [ACK, h2frame(1, 4, 1, hpack(connect_fields())), h2frame(1, 4, 3, hpack(connect_fields("/other"))),
+                                     h2frame(1, 5, 5, hpack([(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "127.0.0.1")])),
+                                     h2frame(0, 0, 3, frame(2, bytes(40))), h2frame(3, 0, 1, struct.pack(">I", 8))])
+h2("rejected-split", 0x0E, 9, [ACK, h2frame(1, 4, 1, hpack(connect_fields())), h2frame(0, 0, 1, WS)])
+h2("undecided-time", 0x17, 0, [ACK, h2frame(1, 4, 1, hpack(connect_fields())), h2frame(1, 4, 3, hpack(connect_fields())),
+                                h2frame(0, 0, 3, frame(1, b"early"))])
+h2("control-frames", 0x24, 0, [ACK, h2frame(6, 0, 0, b"12345678"), h2frame(8, 0, 0, struct.pack(">I", 1000)),
+                                 h2frame(4, 0, 0, struct.pack(">HI", 4, 100) + struct.pack(">HI", 1, 0)),
+                                 h2frame(1, 0, 1, hpack(connect_fields())[:20]), h2frame(9, 4, 1, hpack(connect_fields())[20:]),
+                                 h2frame(8, 0, 1, struct.pack(">I", 1)), h2frame(0, 0, 1, frame(2, bytes(300))),
+                                 h2frame(7, 0, 0, struct.pack(">II", 1, 0))])
