@@ -119,6 +119,21 @@ struct AsyncAPITests {
         client.drop(reasonCode: 1001, skipCloseFrame: true)
     }
 
+    @Test("roundTrip in a task cancelled before the call throws CancellationError at once (the cancellation was lost: it waited for the close)")
+    func roundTripCancelledBeforeTheCall() async throws {
+        let (server, accepted) = try await WebSocketConnectionTests.serverWithConnections { $0.keepalive = false }
+        defer { Task { await server.stop() } }
+        let client = try await WebSocketClient().connect(url: server.url)
+        client.pause()  // no pong comes back
+        let serverSide = try await accepted.value()
+        let ping = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await serverSide.roundTrip()
+        }
+        await #expect(throws: CancellationError.self) { try await withTimeout(5, "the cancelled roundTrip") { try await ping.value } }
+        client.drop(reasonCode: 1001, skipCloseFrame: true)
+    }
+
     @Test("async close returns the result once closed: a completed handshake")
     func asyncClose() async throws {
         let server = try await TestServer.echo()

@@ -137,6 +137,12 @@ extension WebSocketConnection {
                     continuation.resume(throwing: WebSocketError(.notConnected, "Cannot ping: the connection is closing or closed"))
                     return
                 }
+                // A task cancelled already ran `onCancel` before the waiter existed (it found
+                // nothing to end): the flag is set before the handler runs, so this sees it.
+                if Task.isCancelled {
+                    finishPing(number, with: .failure(CancellationError()))
+                    return
+                }
                 sendFrame(WebSocketFrame(opcode: .ping, binaryPayload: data)) { error in
                     if let error { self.finishPing(number, with: .failure(error)) }
                 }
