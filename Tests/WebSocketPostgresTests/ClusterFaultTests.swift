@@ -415,6 +415,11 @@ extension ClusterTests {
             for node in [a, b] {
                 group.addTask {
                     for index in 0..<perNode {
+                        if index == restartAt + 100 {
+                            // The rest goes out once node c is back with its subscriber: on a fast
+                            // run both publishers finished before it joined, and it got nothing.
+                            try await waitUntil(60, "node c back with its subscriber") { restarted.withLockedValue { $0 != nil } }
+                        }
                         try node.server.publish(TestMessage.make(node.name, index, kind: index % 7 == 0 ? 1 : 3), to: "room")
                         if index % 50 == 49 {
                             // Flow control (a round at every steady subscriber), as threeNodes does.
