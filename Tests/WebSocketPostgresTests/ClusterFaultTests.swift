@@ -67,32 +67,16 @@ extension ClusterTests {
         let postgres = try await ThrowawayPostgres.start()
         defer { postgres.destroy() }
         let defaultBackpressure = WebSocketServer.Configuration().maxBackpressure
-        // ws serve's reconnect delays (the broker's defaults): node a's writer came back 8 s
-        // after the restart in the issue's run, with everything published meanwhile queued.
-        let defaults = WebSocketPostgresBroker.Configuration(postgres: postgres.configuration)
-        let configure = { (configuration: inout WebSocketPostgresBroker.Configuration) in
-            configuration.reconnectInitialDelay = defaults.reconnectInitialDelay
-            configuration.reconnectMaxDelay = defaults.reconnectMaxDelay
-        }
+        let configure = ClusterNode.brokerReconnectDefaults
         let a = try await ClusterNode.start("a", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
         let b = try await ClusterNode.start("b", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
         var subscribers: [Subscriber] = []
         for _ in 0..<2 { subscribers.append(try await a.subscriber("room")) }
         for _ in 0..<3 { subscribers.append(try await b.subscriber("room")) }
         let total = 300
-        var restart: Task<Void, any Error>?
-        for index in 0..<total {
-            if index == 100 {
-                try postgres.stopServer(immediate: true)
-                restart = Task.detached {
-                    try await Task.sleep(for: .seconds(3))   // the outage's length: the scenario, not a wait
-                    try postgres.startServer()
-                }
-            }
+        try await postgres.publishThroughOutage(total: total) { index in
             try a.server.publish(TestMessage.make("a", index), to: "room")
-            try await Task.sleep(for: .milliseconds(20))   // the publisher's rate: about 50/s
         }
-        try await restart?.value
         let all = subscribers
         do {
             try await waitUntil(60, "all \(total) at every subscriber") { all.allSatisfy { $0.received(from: "a") == total } }
@@ -116,11 +100,7 @@ extension ClusterTests {
         let postgres = try await ThrowawayPostgres.start()
         defer { postgres.destroy() }
         let defaultBackpressure = WebSocketServer.Configuration().maxBackpressure
-        let defaults = WebSocketPostgresBroker.Configuration(postgres: postgres.configuration)
-        let configure = { (configuration: inout WebSocketPostgresBroker.Configuration) in
-            configuration.reconnectInitialDelay = defaults.reconnectInitialDelay
-            configuration.reconnectMaxDelay = defaults.reconnectMaxDelay
-        }
+        let configure = ClusterNode.brokerReconnectDefaults
         let a = try await ClusterNode.start("a", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
         let b = try await ClusterNode.start("b", postgres: postgres, maxBackpressure: defaultBackpressure, configure)
         var subscribers: [Subscriber] = []
@@ -133,20 +113,10 @@ extension ClusterTests {
         }
         defer { for reader in readers { reader.cancel() } }
         let total = 300
-        var restart: Task<Void, any Error>?
-        for index in 0..<total {
-            if index == 100 {
-                try postgres.stopServer(immediate: true)
-                restart = Task.detached {
-                    try await Task.sleep(for: .seconds(3))   // the outage's length: the scenario, not a wait
-                    try postgres.startServer()
-                }
-            }
+        try await postgres.publishThroughOutage(total: total) { index in
             // Small text, 20 KB text and 100 KiB binary in turn, as in the issue.
             try a.server.publish(TestMessage.make("a", index, kind: [3, 1, 0][index % 3]), to: "room")
-            try await Task.sleep(for: .milliseconds(20))   // the publisher's rate: about 50/s
         }
-        try await restart?.value
         let all = subscribers
         try? await waitUntil(60, "all \(total) at every subscriber, or some skipped") {
             all.reduce(0) { $0 + $1.received(from: "a") } + b.server.skippedPublishedMessages + a.server.skippedPublishedMessages == all.count * total

@@ -184,19 +184,9 @@ struct WSServeClusterTests {
             return probes.withLockedValue { $0.allSatisfy { $0 > 0 } }
         }
         let total = 300
-        var restart: Task<Void, any Error>?
-        for index in 0..<total {
-            if index == 100 {
-                try postgres.stopServer(immediate: true)
-                restart = Task.detached {
-                    try await Task.sleep(for: .seconds(3))   // the outage's length: the scenario, not a wait
-                    try postgres.startServer()
-                }
-            }
+        try await postgres.publishThroughOutage(total: total) { index in
             publisher.send(TestMessage.make("p", index))
-            try await Task.sleep(for: .milliseconds(20))   // the publisher's rate: about 50/s
         }
-        try await restart?.value
         let all = subscribers
         do {
             try await waitUntil(60, "all \(total) at every subscriber") { all.allSatisfy { $0.received(from: "p") == total } }

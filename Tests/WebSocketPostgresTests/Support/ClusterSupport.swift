@@ -59,6 +59,15 @@ struct ClusterNode: Sendable {
         return ClusterNode(name: name, server: server, broker: broker, port: address.port!)
     }
 
+    /// Puts back the broker's own reconnect delays (``start(_:postgres:maxBackpressure:_:)``
+    /// shortens them), as `ws serve` runs: after issue 30's restart node a's writer came back 8 s
+    /// later, with everything published meanwhile queued.
+    static func brokerReconnectDefaults(_ configuration: inout WebSocketPostgresBroker.Configuration) {
+        let defaults = WebSocketPostgresBroker.Configuration(postgres: configuration.postgres)
+        configuration.reconnectInitialDelay = defaults.reconnectInitialDelay
+        configuration.reconnectMaxDelay = defaults.reconnectMaxDelay
+    }
+
     /// A client subscribed to `topic` on this node, recording what it receives.
     func subscriber(_ topic: String) async throws -> Subscriber {
         let connection = try await WebSocketClient().connect(url: "ws://127.0.0.1:\(port)/\(topic)")
@@ -234,5 +243,26 @@ final class PostgresNetwork: Sendable {
     @discardableResult
     static func ip(_ arguments: [String]) throws -> String {
         try ThrowawayPostgres.run("/usr/sbin/ip", arguments, asPostgres: false)
+    }
+}
+
+extension ThrowawayPostgres {
+    /// Issue 30's outage: `publish(index)` for `total` indices at about 50 a second, with this
+    /// server stopped (immediate) just before index `stopAt` and started again 3 s later.
+    /// Returns once the last is published and the server is up again.
+    func publishThroughOutage(total: Int, stopAt: Int = 100, _ publish: (Int) throws -> Void) async throws {
+        var restart: Task<Void, any Error>?
+        for index in 0..<total {
+            if index == stopAt {
+                try stopServer(immediate: true)
+                restart = Task.detached {
+                    try await Task.sleep(for: .seconds(3))   // the outage's length: the scenario, not a wait
+                    try self.startServer()
+                }
+            }
+            try publish(index)
+            try await Task.sleep(for: .milliseconds(20))   // the publisher's rate: about 50/s
+        }
+        try await restart?.value
     }
 }
