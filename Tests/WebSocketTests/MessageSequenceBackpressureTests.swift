@@ -60,7 +60,6 @@ struct MessageSequenceBackpressureTests {
             #expect(wire.readableBytes < 128 * 1024)
             try await peer.channel.writeInbound(wire)
             await peer.settle()
-            await peer.settle()
             // Before the decode budget: all 64 (64 MiB) were inflated and queued in that read.
             let waiting = buffer.waitingCount
             #expect(waiting >= 16 && waiting <= 18, "\(waiting) messages (of about 1 MiB) wait for the consumer")

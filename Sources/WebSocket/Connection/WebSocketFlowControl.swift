@@ -127,7 +127,7 @@ struct WebSocketFlowControl {
     /// EOF), whatever held reading.
     mutating func releaseAll() -> ReadAction {
         holds = []
-        decodedBytes = 0
+        resetDecodeBudget()
         return readIfWanted()
     }
 
@@ -159,8 +159,8 @@ struct WebSocketFlowControl {
     /// The channel's reads of one wake-up ended: the next gets a new budget, unless the budget
     /// is spent (the turn ``turnEnded()`` runs on lifts it) or the consumer lags.
     mutating func readsEnded() {
-        guard decodedBytes > 0, !holds.contains(.decodeBudgetSpent), !holds.contains(.consumerLagging) else { return }
-        decodedBytes = 0
+        guard !holds.contains(.decodeBudgetSpent) else { return }
+        _ = turnEnded()
     }
 
     private mutating func resetDecodeBudget() {

@@ -8,8 +8,8 @@ extension WebSocketConnection {
     /// its topics by itself when it starts closing, before its `close` event.
     ///
     /// Throws ``WebSocketError/Code-swift.struct/invalidArgument`` for a topic name over 1,024
-    /// bytes of UTF-8 or containing U+0000 (nothing is subscribed), and for a client's connection: topics are a
-    /// server's.
+    /// bytes of UTF-8 or containing U+0000 (nothing is subscribed), and for a client's
+    /// connection: topics are a server's.
     @discardableResult
     public func subscribe(to topic: String) throws(WebSocketError) -> Bool {
         guard let topicRegistry else {

@@ -21,8 +21,9 @@ extension WebSocketServer {
     /// once, also in `async` code: delivery happens on each subscriber's event loop.
     ///
     /// Throws ``WebSocketError/Code-swift.struct/invalidArgument`` for a topic name over 1,024
-    /// bytes of UTF-8 or containing U+0000 (PostgreSQL's text cannot hold it), and ``WebSocketError/Code-swift.struct/brokerUnavailable`` when the
-    /// cluster's broker refuses the message; either way nobody gets it.
+    /// bytes of UTF-8 or containing U+0000 (PostgreSQL's text cannot hold it), and
+    /// ``WebSocketError/Code-swift.struct/brokerUnavailable`` when the cluster's broker refuses
+    /// the message; either way nobody gets it.
     @discardableResult
     public func publish(_ message: WebSocketMessage, to topic: String, compress: Bool = true) throws(WebSocketError) -> Int {
         switch message {
