@@ -264,11 +264,19 @@ extension WebSocketPostgresBroker {
 
     /// Reads and delivers every row after the last id seen, in id order, a page at a time
     /// (``fetchLimit`` rows, ``fetchBytes`` of payloads).
+    ///
+    /// A page brings payloads of the topics subscribed when its query was made, but PostgreSQL
+    /// takes its snapshot when the query runs: a subscription made in between (the query waiting
+    /// behind a lock, or a slow turn of the reader's task) can want a row committed after it that
+    /// came without its payload. The page is then delivered up to that row, and read again from
+    /// there with the topics of now: the row is not passed over (a CI run once lost the first
+    /// publications of a node's first subscriber that way).
     func readAll(on connection: PostgresConnection, delivery: WebSocketBrokerDelivery) async throws {
         while true {
             let after = lastSeenID
+            let topics = delivery.topics
             let query = sql.fetch(
-                after: after, incarnation: incarnation, topics: delivery.topics, limit: Self.fetchLimit, maxBytes: Self.fetchBytes)
+                after: after, incarnation: incarnation, topics: topics, limit: Self.fetchLimit, maxBytes: Self.fetchBytes)
             // Read whole, then delivered: the deadline covers the database, not the delivery.
             let (rows, pageRows) = try await withDeadline(on: connection) { [logger] in
                 var rows: [(Int64, Bool, String, Int16, ByteBuffer?)] = []
@@ -287,11 +295,20 @@ extension WebSocketPostgresBroker {
                 $0.largestRead = max($0.largestRead, bytes)
             }
             var last = after
+            var delivered = 0
+            var readAgain = false
+            let asked = Set(topics)
             for (id, own, topic, opcode, payload) in rows {
+                if !own && payload == nil && delivery.hasSubscribers(topic) && !asked.contains(topic) {
+                    // Unwanted when the query was made, wanted now (payloads are never NULL; a
+                    // topic the query asked for is never read again, so this cannot loop).
+                    readAgain = true
+                    break
+                }
                 last = id
                 guard !own, let payload else { continue }
                 let message: WebSocketMessage = opcode == 1 ? .utf8(String(buffer: payload)) : .binary(payload)
-                delivery.deliver(WebSocketBrokerPublication(topic: topic, message: message))
+                delivered += delivery.deliver(WebSocketBrokerPublication(topic: topic, message: message)) > 0 ? 1 : 0
             }
             shared.withLockedValue {
                 $0.lastSeen = max($0.lastSeen, last)
@@ -299,7 +316,12 @@ extension WebSocketPostgresBroker {
                 $0.skippedThrough = $0.lastSeen
                 $0.unconfirmedSkips = 0
             }
-            logger.trace("PostgreSQL broker read", metadata: ["after": "\(after)", "rows": "\(count)"])
+            logger.trace("PostgreSQL broker read", metadata: [
+                "after": "\(after)", "rows": "\(count)", "delivered": "\(delivered)", "topics": "\(topics.count)", "readAgain": "\(readAgain)"])
+            if readAgain {
+                shared.withLockedValue { $0.readsAgain += 1 }
+                continue
+            }
             if count == 0 || (pageRows < Self.fetchLimit && count == pageRows) { return }
         }
     }

@@ -150,6 +150,8 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
         /// Reads of the table, and notifications that needed none (for tests and diagnostics).
         var reads = 0
         var readsSkipped = 0
+        /// Pages read again because a topic was subscribed while their query was on its way.
+        var readsAgain = 0
         /// The most payload bytes one read brought (the catch-up's bound).
         var largestRead = 0
     }
@@ -192,6 +194,9 @@ public final class WebSocketPostgresBroker: WebSocketBroker, Sendable {
 
     /// The most payload bytes one read of the table brought.
     var largestRead: Int { shared.withLockedValue { $0.largestRead } }
+    /// Pages read again because a topic was subscribed while their query was on its way (see
+    /// `readAll(on:delivery:)`).
+    var readsAgain: Int { shared.withLockedValue { $0.readsAgain } }
 
     /// The highest publication id this node has read from the table.
     public var lastSeenID: Int64 { shared.withLockedValue { $0.lastSeen } }

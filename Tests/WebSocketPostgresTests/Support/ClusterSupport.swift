@@ -12,11 +12,13 @@ struct TestTimeout: Error, CustomStringConvertible {
     var description: String { "timed out waiting for \(what)" }
 }
 
-/// Polls `condition` every 5 ms until it holds, failing after `seconds`.
-func waitUntil(_ seconds: Double, _ what: String, _ condition: @Sendable () throws -> Bool) async throws {
+/// Polls `condition` every 5 ms until it holds, failing after `seconds`. `what` is made when it
+/// fails, so counts in it are those at the timeout (made at the call, they said what held before
+/// the wait).
+func waitUntil(_ seconds: Double, _ what: @autoclosure () -> String, _ condition: @Sendable () throws -> Bool) async throws {
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
     while try !condition() {
-        guard ContinuousClock.now < deadline else { throw TestTimeout(what: what) }
+        guard ContinuousClock.now < deadline else { throw TestTimeout(what: what()) }
         try await Task.sleep(for: .milliseconds(5))
     }
 }

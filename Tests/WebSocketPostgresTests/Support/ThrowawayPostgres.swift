@@ -8,15 +8,22 @@ import WebSocketPostgres
 /// A PostgreSQL 15 cluster of its own for one test: `initdb` in a temporary directory, started
 /// with `pg_ctl` on a free port of 127.0.0.1 (as the `postgres` OS user when the tests run as
 /// root: PostgreSQL refuses to run as root), password authentication over TCP for user `ws`
-/// (password `secret`, database `ws`). `destroy()` stops it and removes the directory.
+/// (password `secret`, a database named after the instance: `database`). `destroy()` stops it
+/// and removes the directory.
+///
+/// Each instance's database has a name of its own: a port is reused once its server stops, and
+/// the nodes of a test whose PostgreSQL is stopped keep reconnecting to its port. Should another
+/// test's instance get that port, they would otherwise log in to it (same user, same password)
+/// and publish into a stranger's table.
 final class ThrowawayPostgres: Sendable {
     static let binaries = "/usr/lib/postgresql/15/bin"
     static let user = "ws"
     static let password = "secret"
-    static let database = "ws"
 
     let directory: String
     let port: Int
+    /// This instance's database: `ws_` and the directory's random suffix.
+    let database: String
     /// The network namespace it runs in (nil: this process's), and the addresses it listens on.
     let namespace: String?
     let addresses: [String]
@@ -29,14 +36,15 @@ final class ThrowawayPostgres: Sendable {
     private init(directory: String, port: Int, namespace: String? = nil, addresses: [String] = ["127.0.0.1"]) {
         self.directory = directory
         self.port = port
+        self.database = "ws_" + directory.split(separator: "-").last!.lowercased()
         self.namespace = namespace
         self.addresses = addresses
     }
 
-    var url: String { "postgres://\(Self.user):\(Self.password)@127.0.0.1:\(port)/\(Self.database)" }
+    var url: String { "postgres://\(Self.user):\(Self.password)@127.0.0.1:\(port)/\(database)" }
 
     var configuration: PostgresConnection.Configuration {
-        .init(host: "127.0.0.1", port: port, username: Self.user, password: Self.password, database: Self.database, tls: .disable)
+        .init(host: "127.0.0.1", port: port, username: Self.user, password: Self.password, database: database, tls: .disable)
     }
 
     /// Starts one; with `namespace`, inside that network namespace (made by the test), listening
@@ -68,7 +76,7 @@ final class ThrowawayPostgres: Sendable {
             let server = ThrowawayPostgres(directory: directory, port: try await freePort(), namespace: namespace, addresses: addresses)
             do {
                 try server.startServer()
-                try run("\(binaries)/createdb", ["-h", directory, "-p", "\(server.port)", "-U", user, database])
+                try run("\(binaries)/createdb", ["-h", directory, "-p", "\(server.port)", "-U", user, server.database])
                 return server
             } catch {
                 attempt += 1
@@ -103,7 +111,7 @@ final class ThrowawayPostgres: Sendable {
     /// Runs SQL as the superuser (over the socket) and returns psql's output.
     @discardableResult
     func psql(_ sql: String) throws -> String {
-        try Self.run("/usr/bin/psql", ["-h", directory, "-p", "\(port)", "-U", Self.user, "-d", Self.database, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        try Self.run("/usr/bin/psql", ["-h", directory, "-p", "\(port)", "-U", Self.user, "-d", database, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
 
     func destroy() {
