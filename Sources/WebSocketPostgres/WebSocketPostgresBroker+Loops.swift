@@ -297,9 +297,8 @@ extension WebSocketPostgresBroker {
             var last = after
             var delivered = 0
             var readAgain = false
-            let asked = Set(topics)
             for (id, own, topic, opcode, payload) in rows {
-                if !own && payload == nil && delivery.hasSubscribers(topic) && !asked.contains(topic) {
+                if !own && payload == nil && delivery.hasSubscribers(topic) && !topics.contains(topic) {
                     // Unwanted when the query was made, wanted now (payloads are never NULL; a
                     // topic the query asked for is never read again, so this cannot loop).
                     readAgain = true
@@ -315,13 +314,11 @@ extension WebSocketPostgresBroker {
                 // What notifications claimed is forgotten: the rows read are the truth.
                 $0.skippedThrough = $0.lastSeen
                 $0.unconfirmedSkips = 0
+                if readAgain { $0.readsAgain += 1 }
             }
             logger.trace("PostgreSQL broker read", metadata: [
                 "after": "\(after)", "rows": "\(count)", "delivered": "\(delivered)", "topics": "\(topics.count)", "readAgain": "\(readAgain)"])
-            if readAgain {
-                shared.withLockedValue { $0.readsAgain += 1 }
-                continue
-            }
+            if readAgain { continue }
             if count == 0 || (pageRows < Self.fetchLimit && count == pageRows) { return }
         }
     }
